@@ -1,0 +1,108 @@
+"""One epoch of each trainer: in-memory index batches vs the seeds' DataLoader + ToTensor.
+
+Both paths train the same model (same seed, same hyper-parameters) in this one
+process, alternating, so the ratio is measured under the same conditions. Each side
+is timed over ``--repeats`` epochs and its fastest epoch counts: the machines are
+shared, and the fastest epoch is the one least disturbed by other load.
+The DataLoader side is timed with 0 worker processes (the MLP seed's way) and with
+one worker per core (the d2l seed's way); the ratio is taken against the faster one.
+It also prints each MLP epoch against its arithmetic floor: the epoch's FLOPs divided
+by the matmul FLOP/s measured here.
+
+Run: python tests/benchmarks/bench_training.py [--trainers mlp,nn-softmax] [--data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would interleave with the table
+
+import click
+import torch
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from trainers.cli import TRAINERS
+from trainers.data import DATASETS, load
+from trainers.loop import Parts, Progress, evaluate, fit
+
+
+def dataloader_epoch(parts: Parts, train_set, test_set, batch_size: int, workers: int) -> tuple[float, float]:
+    """The seeds' loop: one epoch over a DataLoader, then test accuracy; returns (seconds, accuracy)."""
+    started = time.perf_counter()
+    for images, labels in DataLoader(train_set, batch_size, shuffle=True, num_workers=workers):
+        loss = parts.loss(parts.model(images), labels)
+        parts.optimizer.zero_grad()
+        loss.backward()
+        parts.optimizer.step()
+    correct = 0
+    with torch.no_grad():
+        for images, labels in DataLoader(test_set, 1024, num_workers=workers):
+            correct += (parts.model(images).argmax(dim=1) == labels).sum().item()
+    return time.perf_counter() - started, correct / len(test_set)
+
+
+def matmul_flops() -> float:
+    """Measured float32 matmul FLOP/s of this machine (best of several 1024^3 products)."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    best = float("inf")
+    for _ in range(20):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * 1024**3 / best
+
+
+def epoch_flops(sizes: tuple[int, ...], samples: int) -> int:
+    """Forward (2 per multiply-add) + backward (grad of weights, and of inputs but for the first layer)."""
+    total = 0
+    for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+        total += (6 if i else 4) * samples * fan_in * fan_out
+    return total
+
+
+@click.command()
+@click.option("--trainers", "names", default=",".join(TRAINERS), show_default=True)
+@click.option("--data-dir", type=click.Path(), default=None)
+@click.option("--repeats", type=click.IntRange(1), default=2, show_default=True, help="Epochs timed per side.")
+def main(names: str, data_dir: str | None, repeats: int):
+    """Print per-trainer epoch times, their ratio and both accuracies."""
+    data = load("fashion-mnist", data_dir and os.path.abspath(data_dir), torch.device("cpu"))
+    cls = DATASETS["fashion-mnist"].torchvision_class
+    train_set = cls(data.source, train=True, transform=transforms.ToTensor())
+    test_set = cls(data.source, train=False, transform=transforms.ToTensor())
+    peak = matmul_flops()
+    cores = os.cpu_count() or 1
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, matmul {peak / 1e9:.1f} GFLOP/s, "
+          f"fastest of {repeats} epochs per side")
+    print(f"{'trainer':<16}{'in-memory':>11}{'DL w=0':>9}{f'DL w={cores}':>9}{'speed-up':>10}"
+          f"{'acc mem':>9}{'acc DL':>8}")
+    for name in names.split(","):
+        module = TRAINERS[name]
+        config = module.CONFIG(trainer=name)
+        ours, baseline = [], {0: [], cores: []}
+        for _ in range(repeats):
+            torch.manual_seed(0)
+            parts = module.build(config, torch.device("cpu"))
+            started = time.perf_counter()
+            fit(parts, data, epochs=1, batch_size=config.batch_size,
+                generator=torch.Generator().manual_seed(0), progress=Progress())
+            ours.append((time.perf_counter() - started, evaluate(parts, data.test).accuracy))
+            for workers in baseline:
+                torch.manual_seed(0)
+                parts = module.build(config, torch.device("cpu"))
+                baseline[workers].append(dataloader_epoch(parts, train_set, test_set, config.batch_size, workers))
+        best, accuracy = min(ours)
+        dl = {workers: min(runs) for workers, runs in baseline.items()}
+        fastest = min(seconds for seconds, _ in dl.values())
+        print(f"{name:<16}{best:>10.2f}s{dl[0][0]:>8.2f}s{dl[cores][0]:>8.2f}s"
+              f"{fastest / best:>9.1f}x{accuracy:>9.4f}{dl[0][1]:>8.4f}")
+        if hasattr(config, "hidden"):
+            floor = epoch_flops((784, *config.hidden, 10), len(data.train)) / peak
+            print(f"{'':<16}arithmetic floor {floor:.3f}s: the in-memory epoch takes {best / floor:.1f}x the floor")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Finding and reading the data: layouts, sources in order, and torchvision's real download."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import shutil
+import threading
+
+import pytest
+import torch
+from torchvision import datasets
+
+from tests.conftest import RAW, free_port, write_idx_dir
+from trainers import data as data_module
+from trainers.data import DataError, load
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_loose_raw_files_load_gzipped_or_not(gz, tmp_path):
+    folder = write_idx_dir(tmp_path / "idx", gz=gz)
+    data = load("mnist", folder, CPU)
+    assert data.train.images.shape == (600, 1, 28, 28) and data.test.images.shape == (200, 1, 28, 28)
+    assert data.train.images.dtype == torch.float32 and 0 <= data.train.images.min() <= data.train.images.max() <= 1
+    assert data.classes == tuple("0123456789")
+
+
+def test_torchvision_layout_is_used_in_place(tmp_path):
+    root = tmp_path / "root"
+    write_idx_dir(root / "FashionMNIST" / "raw", gz=False)
+    data = load("fashion-mnist", root, CPU)
+    assert data.source == root and data.classes[0] == "T-shirt/top" and data.classes[-1] == "Ankle boot"
+
+
+def test_cache_comes_before_the_system_folder(tmp_path, isolated_cache, monkeypatch):
+    write_idx_dir(isolated_cache / "data" / "FashionMNIST" / "raw", n_train=100, gz=False)
+    system = write_idx_dir(tmp_path / "system", n_train=300)
+    monkeypatch.setitem(data_module.DATASETS, "fashion-mnist",
+                        data_module.DATASETS["fashion-mnist"].__class__(
+                            "Fashion-MNIST", datasets.FashionMNIST,
+                            data_module.DATASETS["fashion-mnist"].classes, system))
+    assert len(load("fashion-mnist", None, CPU).train) == 100
+    shutil.rmtree(isolated_cache / "data")
+    # Without a cache, the system folder is found and staged into the cache for next time.
+    data = load("fashion-mnist", None, CPU)
+    assert len(data.train) == 300 and data.source == isolated_cache / "data"
+    assert (isolated_cache / "data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+
+
+def test_batches_cover_the_split_once_in_a_seeded_order(tmp_path):
+    data = load("mnist", write_idx_dir(tmp_path / "idx"), CPU)
+    first = [labels for _, labels in data.train.batches(64, torch.Generator().manual_seed(3))]
+    again = [labels for _, labels in data.train.batches(64, torch.Generator().manual_seed(3))]
+    assert [len(b) for b in first] == [64] * 9 + [24]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert torch.equal(torch.cat(first).sort().values, data.train.labels.sort().values)
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """A loopback HTTP server serving a synthetic dataset's gzipped files."""
+    folder = write_idx_dir(tmp_path / "mirror")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_goes_through_torchvision_with_its_checksums(mirror, tmp_path, monkeypatch):
+    """torchvision's real download and md5 checks run, against a mirror on this machine."""
+    folder, url = mirror
+    resources = [(f"{name}.gz", hashlib.md5((folder / f"{name}.gz").read_bytes()).hexdigest()) for name in RAW]
+    monkeypatch.setattr(datasets.MNIST, "mirrors", [url])
+    monkeypatch.setattr(datasets.MNIST, "resources", resources)
+    target = tmp_path / "empty"
+    data = load("mnist", target, CPU)
+    assert len(data.train) == 600 and (target / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
+
+
+def test_download_with_a_wrong_checksum_is_refused(mirror, tmp_path, monkeypatch):
+    _, url = mirror
+    monkeypatch.setattr(datasets.MNIST, "mirrors", [url])
+    monkeypatch.setattr(datasets.MNIST, "resources", [(f"{name}.gz", "0" * 32) for name in RAW])
+    with pytest.raises(DataError, match="download"):
+        load("mnist", tmp_path / "empty", CPU)
+
+
+def test_failed_download_names_every_way_to_get_the_data(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets.FashionMNIST, "mirrors", [f"http://127.0.0.1:{free_port()}/"])
+    with pytest.raises(DataError) as err:
+        load("fashion-mnist", tmp_path / "empty", CPU)
+    message = str(err.value)
+    assert "\n" not in message
+    for hint in ("--data-dir", "dataset-fashion-mnist", "internet", "train-images-idx3-ubyte"):
+        assert hint in message

@@ -1,0 +1,483 @@
+"""Tests for viz.server (real visdom processes on free ports) and viz.frontend."""
+
+import ast
+import http.server
+import io
+import os
+import shutil
+import signal
+import socket
+import stat
+import tarfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from viz import frontend, server
+
+needs_frontend = pytest.mark.skipif(
+    not frontend.is_ready(),
+    reason="visdom front-end files not installed (needs npm once): "
+    "python -c 'from viz import frontend; frontend.install()'",
+)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(url: str) -> tuple[int, str]:
+    """Status and body of a GET request."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.read().decode()
+
+
+def process_gone(pid: int) -> bool:
+    """Whether every thread of ``pid`` has exited."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            continue
+    return all(state in ("Z", "X") for state in states)
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """Keep pid and log files, and visdom's default ~/.visdom, in a per-test folder."""
+    monkeypatch.setenv("TRAINVIZ_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def port():
+    """A free port; whatever trainviz started on it is stopped afterwards, by pid."""
+    chosen = free_port()
+    yield chosen
+    pid_file = server.pid_path(chosen)
+    if pid_file.exists():
+        pid = int(pid_file.read_text())
+        server.stop(chosen)
+        if not process_gone(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+# --- real servers -----------------------------------------------------------
+
+
+@needs_frontend
+def test_start_serves_dashboard_reuses_and_stops(port, tmp_path, monkeypatch, cache):
+    env_path = tmp_path / "envs" / "new"
+
+    info = server.start(port=port, env_path=env_path)
+
+    assert info.reused is False
+    assert info.url == f"http://localhost:{port}"
+    assert server.pid_path(port).read_text().strip() == str(info.pid)
+    assert info.log_path == cache / "server" / f"visdom-{port}.log"
+    assert server.probe(port) == "visdom"
+    status_code, body = get(f"http://127.0.0.1:{port}/")
+    assert status_code == 200
+    assert "<title>visdom</title>" in body
+    assert (env_path / "main.json").is_file()
+
+    again = server.start(port=port)
+    assert again.reused is True
+    assert again.pid is None
+    assert server.status(port) == (
+        f"visdom server running at http://localhost:{port} (pid {info.pid}, log {info.log_path})"
+    )
+
+    # Seen from another trainviz cache, the server is not ours to stop.
+    monkeypatch.setenv("TRAINVIZ_CACHE", str(tmp_path / "other-cache"))
+    assert server.status(port) == (
+        f"visdom server running at http://localhost:{port} (not started by trainviz)"
+    )
+    assert server.stop(port) is False
+    assert server.probe(port) == "visdom"
+    monkeypatch.setenv("TRAINVIZ_CACHE", str(cache))
+
+    assert server.stop(port) is True
+    assert process_gone(info.pid)
+    assert server.probe(port) is None
+    assert not server.pid_path(port).exists()
+    assert server.stop(port) is False
+    assert server.status(port) == f"visdom server not running on port {port}"
+
+
+@needs_frontend
+def test_cli_start_status_stop(port, monkeypatch):
+    monkeypatch.setenv("VISDOM_PORT", str(port))
+    runner = CliRunner()
+
+    started = runner.invoke(server.server_cli, ["start"])
+    assert started.exit_code == 0, started.output
+    pid = int(server.pid_path(port).read_text())
+    url = f"http://localhost:{port}"
+    assert started.output.startswith(f"visdom server running at {url} (pid {pid}")
+
+    reused = runner.invoke(server.server_cli, ["start"])
+    assert reused.output == f"visdom server already running at {url} (reused)\n"
+
+    status = runner.invoke(server.server_cli, ["status"])
+    assert status.output.startswith(f"visdom server running at {url} (pid {pid}")
+
+    stopped = runner.invoke(server.server_cli, ["stop"])
+    assert stopped.output == f"visdom server on port {port} stopped\n"
+    assert process_gone(pid)
+
+
+@needs_frontend
+def test_public_server_asks_for_login_and_keeps_credentials_out_of_files(
+    port, tmp_path, monkeypatch, cache
+):
+    home = tmp_path / "home"
+    monkeypatch.delenv("VISDOM_COOKIE", raising=False)
+    monkeypatch.setenv("VISDOM_USERNAME", "alice")
+    monkeypatch.setenv("VISDOM_PASSWORD", "s3cret-pw-for-test")
+
+    info = server.start(port=port, public=True)
+
+    assert server.probe(port) == "visdom"
+    _, body = get(f"http://127.0.0.1:{port}/")
+    assert "Visdom Login" in body
+    # Without the login cookie, visdom refuses its API.
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/env/main", data=b"{}")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    refused.value.close()
+    assert refused.value.code == 400
+    assert (home / ".visdom" / "COOKIE_SECRET").is_file()
+    for path in (cache, home):
+        for file in path.rglob("*"):
+            if file.is_file():
+                assert b"s3cret-pw-for-test" not in file.read_bytes(), file
+    assert server.stop(port) is True
+    assert process_gone(info.pid)
+
+
+@needs_frontend
+def test_server_dying_at_start_reports_last_log_line(port):
+    # A bound but not listening socket: probe sees nothing, yet visdom cannot bind.
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", port))
+        with pytest.raises(server.ServerError) as err:
+            server.start(port=port, timeout=20)
+    message = str(err.value)
+    assert message.startswith("visdom server exited at start (code 1): ")
+    assert "Address already in use" in message
+    assert str(server.log_path(port)) in message
+    assert not server.pid_path(port).exists()
+
+
+# --- ports held by something else -----------------------------------------------
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"<html><title>not it</title></html>")
+
+    def log_message(self, *args):
+        pass
+
+
+def _http_holder():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    return httpd.server_address[1], lambda: (httpd.shutdown(), httpd.server_close())
+
+
+def _closing_holder():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    done = threading.Event()
+
+    def accept_and_close():
+        sock.settimeout(0.1)
+        while not done.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            conn.close()
+
+    threading.Thread(target=accept_and_close, daemon=True).start()
+    return sock.getsockname()[1], lambda: (done.set(), sock.close())
+
+
+def _silent_holder():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock.getsockname()[1], sock.close
+
+
+@pytest.mark.parametrize("holder", [_http_holder, _closing_holder, _silent_holder])
+def test_port_held_by_something_else_fails_fast(holder):
+    held_port, release = holder()
+    try:
+        assert server.probe(held_port, timeout=0.5) == "other"
+        began = time.monotonic()
+        with pytest.raises(server.ServerError) as err:
+            server.start(port=held_port)
+        assert time.monotonic() - began < 10
+    finally:
+        release()
+    assert str(err.value) == (
+        f"port {held_port} is in use by something that is not a visdom server; "
+        "choose another with --port"
+    )
+    assert not server.pid_path(held_port).exists()
+
+
+def test_probe_reports_nothing_on_a_free_port():
+    assert server.probe(free_port()) is None
+
+
+# --- refusals before anything starts --------------------------------------------
+
+
+def test_public_without_credentials_starts_nothing(port, monkeypatch):
+    monkeypatch.delenv("VISDOM_USERNAME", raising=False)
+    monkeypatch.setenv("VISDOM_PASSWORD", "pw")
+
+    with pytest.raises(server.ServerError) as err:
+        server.start(port=port, public=True)
+
+    assert str(err.value) == (
+        "--public needs a login: set VISDOM_USERNAME in the environment "
+        "(the server then asks for them in the browser)"
+    )
+    assert server.probe(port) is None
+    assert not server.pid_path(port).exists()
+
+
+def test_cli_public_without_credentials_exits_1_with_one_line(port, monkeypatch):
+    monkeypatch.delenv("VISDOM_USERNAME", raising=False)
+    monkeypatch.delenv("VISDOM_PASSWORD", raising=False)
+
+    result = CliRunner().invoke(server.server_cli, ["start", "--public", "--port", str(port)])
+
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: --public needs a login: set VISDOM_USERNAME and VISDOM_PASSWORD in the "
+        "environment (the server then asks for them in the browser)\n"
+    )
+
+
+def test_env_path_that_cannot_be_a_folder_is_refused(port, tmp_path):
+    (tmp_path / "afile").write_text("a file, not a folder")
+    bad = tmp_path / "afile" / "sub"
+
+    with pytest.raises(server.ServerError) as err:
+        server.start(port=port, env_path=bad)
+
+    assert str(err.value).startswith(f"--env-path {bad} is not a writable folder (")
+    assert server.probe(port) is None
+    assert not server.pid_path(port).exists()
+
+
+def test_cli_status_when_nothing_runs(port):
+    result = CliRunner().invoke(server.server_cli, ["status", "--port", str(port)])
+    assert result.exit_code == 0
+    assert result.output == f"visdom server not running on port {port}\n"
+
+
+def test_cli_stop_when_nothing_runs(port):
+    result = CliRunner().invoke(server.server_cli, ["stop", "--port", str(port)])
+    assert result.output == f"no visdom server started by trainviz on port {port}\n"
+
+
+def test_stale_pid_file_of_another_process_is_not_signalled(port):
+    # Our own pid stands in for a recycled pid: it is alive but not visdom.server.
+    server.state_dir().mkdir(parents=True)
+    server.pid_path(port).write_text(f"{os.getpid()}\n")
+
+    assert server.stop(port) is False
+    assert not server.pid_path(port).exists()
+
+
+# --- frontend ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_static(tmp_path, monkeypatch):
+    """An empty stand-in for visdom's static folder."""
+    static = tmp_path / "static"
+    static.mkdir()
+    monkeypatch.setattr(frontend, "static_dir", lambda: static)
+    return static
+
+
+def _fill(static: Path) -> None:
+    for rel in frontend.missing():
+        path = static / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(frontend.visdom_version() if rel == "version.built" else "x")
+
+
+def test_missing_lists_every_file_of_an_empty_static_dir(fake_static):
+    absent = frontend.missing()
+
+    assert len(absent) == 21 + 8 + 1  # build.py's files, MathJax files, version.built
+    assert absent[0] == "js/jquery.min.js"
+    assert "fonts/glyphicons-halflings-regular.svg#glyphicons_halflingsregular" in absent
+    assert "fonts/classnames" in absent
+    assert "js/mathjax/2.7.5/jax/output/SVG/fonts/TeX/Size1/Regular/Main.js" in absent
+    assert absent[-1] == "version.built"
+    assert frontend.is_ready() is False
+
+
+def test_missing_flags_a_stale_version_built(fake_static):
+    _fill(fake_static)
+    assert frontend.missing() == []
+    assert frontend.is_ready() is True
+
+    (fake_static / "version.built").write_text("0.1.0")
+    assert frontend.missing() == ["version.built"]
+
+
+def test_install_without_npm_says_how_to_get_it(fake_static, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+
+    with pytest.raises(frontend.FrontendError) as err:
+        frontend.install(echo=lambda line: None)
+
+    assert str(err.value) == (
+        "npm (Node.js) is needed to fetch visdom's front-end files: apt-get install nodejs npm"
+    )
+
+
+def test_install_is_a_no_op_when_ready(fake_static, tmp_path, monkeypatch):
+    _fill(fake_static)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    lines = []
+
+    frontend.install(echo=lines.append)
+
+    assert lines == []
+
+
+def _fake_npm(bin_dir: Path, script: str) -> None:
+    bin_dir.mkdir()
+    npm = bin_dir / "npm"
+    npm.write_text("#!/bin/sh\n" + script)
+    npm.chmod(npm.stat().st_mode | stat.S_IXUSR)
+
+
+def test_install_reports_npm_failure_in_one_line(fake_static, tmp_path, monkeypatch):
+    _fake_npm(
+        tmp_path / "bin",
+        "echo 'npm error code ETARGET' >&2\n"
+        "echo 'npm error notarget No matching version found for jquery@3.1.1.' >&2\n"
+        "exit 1\n",
+    )
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+
+    with pytest.raises(frontend.FrontendError) as err:
+        frontend.install(echo=lambda line: None)
+
+    message = str(err.value)
+    assert message.startswith("npm pack failed for jquery@3.1.1 bootstrap@3.3.7 ")
+    assert message.endswith(": notarget No matching version found for jquery@3.1.1.")
+
+
+def _tarball(path: Path, files: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_install_puts_npm_files_where_visdom_looks(fake_static, tmp_path, monkeypatch):
+    # Tarballs shaped like npm's, one per package, served by a stand-in npm.
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    contents: dict[str, dict[str, bytes]] = {}
+    for asset in frontend.ASSETS:
+        sources = [asset.source] if asset.source else list(frontend.MATHJAX_FILES)
+        for source in sources:
+            contents.setdefault(f"{asset.package}-{asset.version}.tgz", {})[
+                f"package/{source}"
+            ] = f"{asset.spec}:{source}".encode()
+    for name, files in contents.items():
+        _tarball(packed / name, files)
+    _fake_npm(tmp_path / "bin", f'{shutil.which("cp")} {packed}/*.tgz "$PWD"\n')
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    lines = []
+
+    frontend.install(echo=lines.append)
+
+    assert frontend.missing() == []
+    assert (fake_static / "fonts/classnames").read_text() == "classnames@2.2.5:index.js"
+    assert (fake_static / "js/mathjax/2.7.5/MathJax.js").read_text() == "mathjax@2.7.5:MathJax.js"
+    assert (fake_static / "version.built").read_text() == frontend.visdom_version()
+    assert lines == [
+        "Fetching visdom's front-end files with npm (15 packages) ...",
+        f"Installed visdom's front-end files into {fake_static}",
+    ]
+
+
+@pytest.mark.parametrize("member", ["package/../../escaped.js", "/etc/escaped.js", "link"])
+def test_extraction_refuses_members_outside_the_target(tmp_path, member):
+    tarball = tmp_path / "evil.tgz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        info = tarfile.TarInfo(member)
+        if member == "link":
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    target = tmp_path / "out"
+    target.mkdir()
+
+    with pytest.raises(frontend.FrontendError, match="refusing to extract"):
+        frontend._safe_extract(tarball, target)
+
+    assert list(target.iterdir()) == []
+    assert not (tmp_path / "escaped.js").exists()
+
+
+def test_asset_table_matches_visdoms_download_list():
+    # visdom/server/build.py names every file it downloads in the ext_files dict,
+    # and files each one under js/, css/ or fonts/ by its extension.
+    build_py = frontend._visdom_dir() / "server" / "build.py"
+    tree = ast.parse(build_py.read_text())
+    ext_files = next(
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "ext_files" for t in node.targets)
+    )
+    wanted = set()
+    for value in ext_files.values:
+        name = ast.literal_eval(value)
+        if name.endswith((".js", ".js.map")):
+            wanted.add(f"js/{name}")
+        elif name.endswith(".css"):
+            wanted.add(f"css/{name}")
+        else:
+            wanted.add(f"fonts/{name}")
+
+    ours = {asset.dest for asset in frontend.ASSETS if asset.source}
+
+    assert ours == wanted
+    assert "MathJax.js" in build_py.read_text()

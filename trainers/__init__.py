@@ -1,0 +1,1 @@
+"""Four teaching-scale trainers that share one loop and stream to a Visdom dashboard."""

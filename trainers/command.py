@@ -1,0 +1,164 @@
+"""What every trainer command shares: its options and what running it does."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import torch
+from tqdm import tqdm
+
+from trainers.config import MLPConfig, TrainConfig
+from trainers.data import DATASETS, DataError, load
+from trainers.loop import Diverged, Evaluation, Parts, Progress, fit
+from trainers.run import RunDir
+
+
+class UserError(click.ClickException):
+    """A mistake in the user's input or setup: one line, exit status 2."""
+
+    exit_code = 2
+
+
+class DivergedError(click.ClickException):
+    """Training produced a non-finite loss: exit status 3."""
+
+    exit_code = 3
+
+
+class HiddenSizes(click.ParamType):
+    """``200,200`` -> (200, 200)."""
+
+    name = "SIZES"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            sizes = tuple(int(part) for part in str(value).split(","))
+        except ValueError:
+            sizes = ()
+        if not sizes or min(sizes) < 1:
+            self.fail(f"{value!r} is not a comma-separated list of positive layer widths, like 200,200", param, ctx)
+        return sizes
+
+
+def train_options(config: type[TrainConfig], hidden: bool = False, activation: bool = False):
+    """Click options for every field of ``config``, with the dataclass defaults.
+
+    ``hidden`` and ``activation`` add the MLP options.
+    """
+    d = {f.name: f.default for f in dataclasses.fields(config)}
+    positive = click.IntRange(min=1)
+    options = [
+        click.option("--dataset", type=click.Choice(sorted(DATASETS)), default=d["dataset"], show_default=True,
+                     help="Which dataset to train on."),
+        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                     help="Folder with the dataset (torchvision layout or the 4 IDX files); "
+                          "default: the cache, then the system package, then a download."),
+        click.option("--epochs", type=positive, default=d["epochs"], show_default=True, help="Passes over the training set."),
+        click.option("--batch-size", type=positive, default=d["batch_size"], show_default=True, help="Samples per SGD step."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=d["lr"], show_default=True,
+                     help="SGD learning rate."),
+        click.option("--seed", type=int, default=d["seed"], show_default=True, help="Seed for weights, shuffling and samples."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=d["device"], show_default=True,
+                     help="auto: cuda when available, else cpu."),
+        click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=d["out"], show_default=True,
+                     help="Folder that receives the run folder."),
+        click.option("--viz/--no-viz", default=d["viz"], show_default=True, help="Stream to the visdom dashboard."),
+        click.option("--server", envvar="VISDOM_SERVER_URL", default=d["server"], show_default=True,
+                     help="Visdom server URL (env VISDOM_SERVER_URL)."),
+        click.option("--port", envvar="VISDOM_PORT", type=click.IntRange(1, 65535), default=d["port"], show_default=True,
+                     help="Visdom server port (env VISDOM_PORT)."),
+        click.option("--env", default=None, help="Visdom environment; default: the run folder's name."),
+        click.option("--log-every", type=positive, default=d["log_every"], show_default=True,
+                     help="Steps between training-loss points."),
+        click.option("--images", type=click.IntRange(1, 256), default=d["images"], show_default=True,
+                     help="Test images in the prediction grid."),
+    ]
+    if hidden:
+        options.append(click.option("--hidden", type=HiddenSizes(), default=",".join(map(str, d["hidden"])),
+                                    show_default=True, help="Hidden layer widths, comma-separated."))
+    if activation:
+        from trainers.mlp import ACTIVATIONS
+
+        options += [
+            click.option("--activation", type=click.Choice(sorted(ACTIVATIONS)), default=d["activation"],
+                         show_default=True, help="Activation between the hidden layers."),
+            click.option("--negative-slope", type=click.FloatRange(min=0, max=1), default=d["negative_slope"],
+                         show_default=True, help="LeakyReLU slope for negative inputs."),
+        ]
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``/``cpu``/``cuda`` -> a usable torch device, or a UserError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but torch sees no CUDA GPU here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def train(config: TrainConfig, build: Callable[[TrainConfig, torch.device], Parts]) -> None:
+    """Run one trainer end to end: data, run folder, training, checkpoint, summary line."""
+    device = resolve_device(config.device)
+    try:
+        data = load(config.dataset, config.data_dir, device)
+    except DataError as err:
+        raise UserError(str(err)) from None
+    if config.batch_size > len(data.train):
+        raise UserError(f"--batch-size {config.batch_size} is larger than the {len(data.train)} training samples")
+    try:
+        run = RunDir.create(config.out, config.trainer)
+    except OSError as err:
+        raise UserError(f"cannot create a run folder in {config.out}: {err.strerror}; pick another --out") from None
+
+    torch.manual_seed(config.seed)
+    parts = build(config, device)
+    settings = {**config.to_dict(), "run_dir": str(run.path), "torch": torch.__version__,
+                "device_name": str(device), "data_source": str(data.source)}
+    run.write_config(settings)
+    progress = Progress()
+
+    def on_steps(epoch: int, points: list[tuple[int, float]]) -> None:
+        run.append_metrics([{"kind": "step", "epoch": epoch, "step": s, "train_loss": v} for s, v in points])
+
+    def on_epoch(record: dict, test: Evaluation) -> None:
+        run.append_metrics([record])
+        run.save_checkpoint(checkpoint(parts, config, progress, record))
+        tqdm.write(
+            f"epoch {record['epoch']}/{config.epochs}  train loss {record['train_loss']:.4f} "
+            f"acc {record['train_acc']:.4f}  test loss {record['test_loss']:.4f} "
+            f"acc {record['test_acc']:.4f}  {record['seconds']:.2f} s"
+        )
+
+    try:
+        record = fit(parts, data, epochs=config.epochs, batch_size=config.batch_size,
+                     generator=torch.Generator().manual_seed(config.seed), progress=progress,
+                     log_every=config.log_every, on_steps=on_steps, on_epoch=on_epoch)
+    except Diverged as err:
+        raise DivergedError(
+            f"{err}; the last good epoch's checkpoint and metrics are in {run.path}. Try a smaller --lr"
+        ) from None
+    click.echo(f"{run.path}: test accuracy {record['test_acc']:.4f} after {record['epoch']} epochs")
+
+
+def checkpoint(parts: Parts, config: TrainConfig, progress: Progress, record: dict) -> dict:
+    """Everything needed to evaluate or continue the run."""
+    return {
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "config": config.to_dict(),
+        "epoch": progress.epoch,
+        "step": progress.step,
+        "metrics": record,
+    }

@@ -1,0 +1,169 @@
+"""The one training loop every trainer shares.
+
+A trainer supplies ``Parts``: a model mapping images to logits, a loss of
+(logits, labels) averaged over the batch, and an optimizer with ``zero_grad()`` and
+``step()``. The loop never asks which kind of model or optimizer it was given.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from trainers.data import Data, Split
+
+# Step losses stay on the device and are read back this many at a time: reading one
+# number forces the device to finish its queued work, so doing it every step would
+# stall a GPU (and costs a Python round trip on the CPU).
+SYNC_EVERY = 50
+
+EVAL_BATCH = 2048  # test-set batch size: large for speed, bounded for memory
+
+
+@dataclass
+class Parts:
+    """What a trainer hands the loop."""
+
+    model: Any  # callable: images (N, 1, 28, 28) -> logits (N, classes); has state_dict()
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # mean loss of a batch
+    optimizer: Any  # zero_grad() and step(); state_dict() for checkpoints
+
+
+@dataclass
+class Evaluation:
+    """A model's results on a whole split."""
+
+    loss: float
+    accuracy: float
+    predictions: torch.Tensor  # (N,) predicted class
+    confidence: torch.Tensor  # (N,) softmax probability of the predicted class
+
+
+class Diverged(Exception):
+    """The training loss stopped being a finite number."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"training diverged at step {step}: loss is {loss}")
+        self.step, self.loss = step, loss
+
+
+@torch.no_grad()
+def evaluate(parts: Parts, split: Split) -> Evaluation:
+    """Loss, accuracy and per-sample predictions of ``parts.model`` on ``split``."""
+    loss_sum = torch.zeros((), device=split.labels.device)
+    predictions, confidence = [], []
+    for images, labels in split.batches(EVAL_BATCH):
+        logits = parts.model(images)
+        loss_sum += parts.loss(logits, labels) * len(labels)
+        top = logits.softmax(dim=1).max(dim=1)
+        predictions.append(top.indices)
+        confidence.append(top.values)
+    predictions = torch.cat(predictions)
+    accuracy = (predictions == split.labels).float().mean().item()
+    return Evaluation(loss_sum.item() / len(split), accuracy, predictions, torch.cat(confidence))
+
+
+@dataclass
+class Progress:
+    """Where a run stands; the loop updates it, checkpoints save it."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+
+
+def fit(
+    parts: Parts,
+    data: Data,
+    *,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    progress: Progress,
+    log_every: int = 1,
+    on_steps: Callable[[int, list[tuple[int, float]]], None] = lambda epoch, points: None,
+    on_epoch: Callable[[dict, Evaluation], None] = lambda record, test: None,
+) -> dict:
+    """Train ``parts`` from ``progress.epoch`` up to ``epochs`` and return the last epoch's record.
+
+    Args:
+        parts: model, loss and optimizer.
+        data: training and test splits, already on the device.
+        epochs: the epoch to stop after (1-based, counting epochs done before a resume).
+        batch_size: samples per optimizer step.
+        generator: draws each epoch's shuffling order.
+        progress: epoch and step counters, advanced in place.
+        log_every: report the training loss of every Nth step to ``on_steps``.
+        on_steps: called with (epoch, [(step, loss), ...]) a few times per epoch.
+        on_epoch: called after each epoch with its record and the test evaluation.
+
+    Raises:
+        Diverged: a step's loss was NaN or infinite.
+
+    Example:
+        >>> record = fit(parts, data, epochs=1, batch_size=256,  # doctest: +SKIP
+        ...              generator=torch.Generator().manual_seed(0), progress=Progress())
+        >>> record["test_acc"]
+        0.78...
+    """
+    record: dict = {}
+    n_batches = math.ceil(len(data.train) / batch_size)
+    device = data.train.labels.device
+    while progress.epoch < epochs:
+        epoch = progress.epoch + 1
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        pending: list[tuple[int, torch.Tensor]] = []
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{epochs}", unit="step", leave=False)
+        for i, (images, labels) in enumerate(data.train.batches(batch_size, generator), 1):
+            # forward, backward, update
+            logits = parts.model(images)
+            loss = parts.loss(logits, labels)
+            parts.optimizer.zero_grad()
+            loss.backward()
+            parts.optimizer.step()
+
+            # bookkeeping on the device, read back only every SYNC_EVERY steps
+            progress.step += 1
+            loss = loss.detach()
+            loss_sum.add_(loss, alpha=len(labels))
+            correct.add_((logits.argmax(dim=1) == labels).sum())
+            if progress.step % log_every == 0:
+                pending.append((progress.step, loss))
+            if len(pending) >= SYNC_EVERY or (i == n_batches and pending):
+                points = _read_back(pending)
+                pending = []
+                on_steps(epoch, points)
+                bar.set_postfix(loss=f"{points[-1][1]:.4f}", refresh=False)
+            bar.update()
+        train_loss = loss_sum.item() / len(data.train)
+        if not math.isfinite(train_loss):
+            raise Diverged(progress.step, train_loss)
+
+        # evaluate on the test set
+        test = evaluate(parts, data.test)
+        progress.epoch = epoch
+        record = {
+            "kind": "epoch", "epoch": epoch, "step": progress.step,
+            "train_loss": train_loss, "train_acc": correct.item() / len(data.train),
+            "test_loss": test.loss, "test_acc": test.accuracy,
+            "seconds": time.perf_counter() - started,
+        }
+        bar.close()
+        on_epoch(record, test)
+    return record
+
+
+def _read_back(pending: list[tuple[int, torch.Tensor]]) -> list[tuple[int, float]]:
+    """Turn queued (step, loss tensor) pairs into numbers with one device sync."""
+    values = torch.stack([loss for _, loss in pending]).tolist()
+    for (step, _), value in zip(pending, values):
+        if not math.isfinite(value):
+            raise Diverged(step, value)
+    return [(step, value) for (step, _), value in zip(pending, values)]

@@ -1,0 +1,52 @@
+"""An ``nn.Module`` MLP with a choice of activation."""
+
+from __future__ import annotations
+
+import click
+import torch
+from torch import nn
+
+from trainers.command import train, train_options
+from trainers.config import MLPConfig
+from trainers.loop import Parts
+
+NAME = "mlp"
+CONFIG = MLPConfig
+
+# Activations as data: the command's --activation choices are this table's keys,
+# each a factory taking the negative slope (which plain ReLU ignores).
+ACTIVATIONS = {"relu": lambda slope: nn.ReLU(), "leaky-relu": nn.LeakyReLU}
+
+
+class MLP(nn.Module):
+    """Linear layers with an activation between them and none after the last (it gives logits)."""
+
+    def __init__(self, sizes: tuple[int, ...], activation: str = "relu", negative_slope: float = 0.01):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+            linear = nn.Linear(fan_in, fan_out)
+            # He initialisation, matched to the activation's slope for negative inputs.
+            slope = negative_slope if activation == "leaky-relu" else 0.0
+            nn.init.kaiming_normal_(linear.weight, a=slope, nonlinearity="leaky_relu")
+            nn.init.zeros_(linear.bias)
+            layers.append(linear)
+            if i < len(sizes) - 2:
+                layers.append(ACTIVATIONS[activation](negative_slope))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+def build(config: MLPConfig, device: torch.device) -> Parts:
+    """The model, loss and optimizer for ``config``."""
+    model = MLP((784, *config.hidden, 10), config.activation, config.negative_slope).to(device)
+    return Parts(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=config.lr))
+
+
+@click.command(NAME)
+@train_options(CONFIG, hidden=True, activation=True)
+def command(**options):
+    """MLP as an nn.Module with ReLU or LeakyReLU hidden layers."""
+    train(CONFIG(trainer=NAME, **options), build)

@@ -1,0 +1,68 @@
+"""A run's folder: its config, its metrics as they happen, and its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+
+class RunDir:
+    """``<out>/<trainer>-<YYYYmmdd-HHMMSS>``: config.json, metrics.jsonl, checkpoint.pt."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.config_file = path / "config.json"
+        self.metrics_file = path / "metrics.jsonl"
+        self.checkpoint_file = path / "checkpoint.pt"
+        self.events_file = path / "events.jsonl"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def create(cls, out: Path, trainer: str) -> RunDir:
+        """Make a new, uniquely named run folder (a suffix keeps runs of the same second apart)."""
+        out.mkdir(parents=True, exist_ok=True)
+        stem = f"{trainer}-{time.strftime('%Y%m%d-%H%M%S')}"
+        for n in range(1, 1000):
+            path = out / (stem if n == 1 else f"{stem}-{n}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            return cls(path)
+        raise FileExistsError(f"too many runs named {stem} in {out}")
+
+    def write_config(self, settings: dict) -> None:
+        """Save every setting of the run."""
+        self.config_file.write_text(json.dumps(settings, indent=2) + "\n")
+
+    def read_config(self) -> dict:
+        """The settings saved by ``write_config``."""
+        return json.loads(self.config_file.read_text())
+
+    def append_metrics(self, records: list[dict]) -> None:
+        """Add records to metrics.jsonl, one JSON object per line."""
+        with open(self.metrics_file, "a") as f:
+            f.writelines(json.dumps(record) + "\n" for record in records)
+
+    def read_metrics(self) -> list[dict]:
+        """Every record in metrics.jsonl."""
+        if not self.metrics_file.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+
+    def save_checkpoint(self, state: dict) -> None:
+        """Write checkpoint.pt atomically: a crash mid-write leaves the previous one intact."""
+        partial = self.checkpoint_file.with_suffix(".pt.partial")
+        torch.save(state, partial)
+        os.replace(partial, self.checkpoint_file)
+
+    def load_checkpoint(self, device: torch.device | str = "cpu") -> dict:
+        """The state saved by ``save_checkpoint``."""
+        return torch.load(self.checkpoint_file, map_location=device, weights_only=True)

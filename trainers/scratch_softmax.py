@@ -1,0 +1,97 @@
+"""Softmax regression written by hand: parameters, softmax, cross-entropy and SGD.
+
+No ``torch.nn`` layers or losses and no ``torch.optim``: autograd computes the
+gradients, everything else is the arithmetic of the model.
+"""
+
+from __future__ import annotations
+
+import click
+import torch
+
+from trainers.command import train, train_options
+from trainers.config import TrainConfig
+from trainers.loop import Parts
+from trainers.rawmodel import RawModel
+
+NAME = "scratch-softmax"
+CONFIG = TrainConfig
+
+
+def softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Row-wise softmax that cannot overflow.
+
+    exp(o) overflows float32 once o > 88; subtracting each row's maximum first leaves
+    the result unchanged (it cancels in the ratio) and keeps every exponent <= 0.
+    """
+    shifted = logits - logits.max(dim=1, keepdim=True).values
+    exp = shifted.exp()
+    return exp / exp.sum(dim=1, keepdim=True)
+
+
+def log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """log(softmax(o)) = o - logsumexp(o), with logsumexp(o) = m + log(sum(exp(o - m)))."""
+    top = logits.max(dim=1, keepdim=True).values
+    return logits - top - (logits - top).exp().sum(dim=1, keepdim=True).log()
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean of -log p(true class), taken from logits by log-sum-exp.
+
+    Taking log(softmax(o)) in two steps gives log(0) = -inf once a probability
+    underflows; the fused form stays finite for logits of any size.
+    """
+    return -log_softmax(logits).gather(1, labels.unsqueeze(1)).mean()
+
+
+class SoftmaxRegression(RawModel):
+    """logits = flatten(X) @ W + b, with W (784 x classes) ~ N(0, 0.01^2) and b = 0."""
+
+    def __init__(self, inputs: int = 784, classes: int = 10):
+        super().__init__(W=torch.randn(inputs, classes) * 0.01, b=torch.zeros(classes))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1) @ self.params["W"] + self.params["b"]
+
+
+class SGD:
+    """Minibatch stochastic gradient descent: p <- p - lr * grad.
+
+    The loss is a batch mean, so its gradient is already averaged over the batch
+    (d2l divides by the batch size because its loss is a sum).
+    """
+
+    def __init__(self, params, lr: float):
+        self.params, self.lr = list(params), lr
+
+    def zero_grad(self) -> None:
+        """Forget the previous step's gradients (autograd adds to them otherwise)."""
+        for param in self.params:
+            param.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Move every parameter against its gradient."""
+        for param in self.params:
+            param -= self.lr * param.grad
+
+    def state_dict(self) -> dict:
+        """Plain SGD keeps no state beyond its learning rate."""
+        return {"lr": self.lr}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the learning rate."""
+        self.lr = state["lr"]
+
+
+def build(config: TrainConfig, device: torch.device) -> Parts:
+    """The model, loss and optimizer for ``config``."""
+    model = SoftmaxRegression().to(device)
+    return Parts(model, cross_entropy, SGD(model.parameters(), config.lr))
+
+
+@click.command(NAME)
+@train_options(CONFIG)
+def command(**options):
+    """Softmax regression from scratch: hand-written softmax, cross-entropy and SGD."""
+    train(CONFIG(trainer=NAME, **options), build)

@@ -1,0 +1,1 @@
+"""The dashboard side of trainviz: sinks, Visdom windows, the server."""
