@@ -18,6 +18,32 @@ from viz.server import server_cli
 TRAINERS = {module.NAME: module for module in (scratch_softmax, nn_softmax, mlp_lowlevel, mlp)}
 
 
+@click.command("replay")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--server", envvar="VISDOM_SERVER_URL", default="http://localhost", show_default=True)
+@click.option("--port", envvar="VISDOM_PORT", type=click.IntRange(1, 65535), default=8097, show_default=True)
+@click.option("--env", default=None, help="Environment to rebuild; default: the run's own.")
+def replay_command(run_dir: Path, server: str, port: int, env: str | None):
+    """Rebuild a run's dashboard on a visdom server from RUN_DIR/events.jsonl."""
+    from viz.render import Renderer
+    from viz.sink import read_events
+    from viz.visdom_sink import connect, rebuild
+
+    run = RunDir(run_dir)
+    if not run.events_file.is_file():
+        raise UserError(f"{run_dir} holds no events.jsonl: give the folder of a run trained with the dashboard on")
+    events, damaged = read_events(run.events_file)
+    if not run.config_file.is_file() and env is None:
+        raise UserError(f"{run_dir} holds no config.json; name the environment with --env")
+    env = env or run.read_config().get("env") or run.path.name
+    vis = connect(server, port, env)
+    if vis is None:
+        raise UserError(f"no visdom server answers at {server}:{port}; start one with: trainviz server start")
+    rebuild(vis, Renderer(vis, env), events)
+    note = f"; skipped {damaged} damaged line{'s' * (damaged != 1)}" if damaged else ""
+    click.echo(f"replayed {len(events)} events into environment {env} at {server}:{port}{note}")
+
+
 class OneLineErrors(click.Group):
     """A group whose errors are one line on stderr (no usage block), with their exit status."""
 
@@ -44,6 +70,7 @@ def cli():
 for module in TRAINERS.values():
     cli.add_command(module.command)
 cli.add_command(server_cli)
+cli.add_command(replay_command)
 
 
 @cli.command("evaluate")

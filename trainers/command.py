@@ -13,7 +13,9 @@ from tqdm import tqdm
 from trainers.config import MLPConfig, TrainConfig
 from trainers.data import DATASETS, DataError, load
 from trainers.loop import Diverged, Evaluation, Parts, Progress, fit
+from trainers.report import report_epoch, sample_indices
 from trainers.run import RunDir
+from viz.sink import Sink
 
 
 class UserError(click.ClickException):
@@ -124,17 +126,24 @@ def train(config: TrainConfig, build: Callable[[TrainConfig, torch.device], Part
 
     torch.manual_seed(config.seed)
     parts = build(config, device)
-    settings = {**config.to_dict(), "run_dir": str(run.path), "torch": torch.__version__,
+    settings = {**config.to_dict(), "env": config.env or run.name, "run_dir": str(run.path), "torch": torch.__version__,
                 "device_name": str(device), "data_source": str(data.source)}
     run.write_config(settings)
+    sink = make_sink(config, run)
+    sink.config(settings)
+    samples = sample_indices(len(data.test), config.images, config.seed)
     progress = Progress()
 
     def on_steps(epoch: int, points: list[tuple[int, float]]) -> None:
         run.append_metrics([{"kind": "step", "epoch": epoch, "step": s, "train_loss": v} for s, v in points])
+        for step, value in points:
+            sink.scalars("train_loss", x=step, values={"loss": value})
 
     def on_epoch(record: dict, test: Evaluation) -> None:
         run.append_metrics([record])
         run.save_checkpoint(checkpoint(parts, config, progress, record))
+        if sink.active:
+            report_epoch(sink, record, test, parts, data, samples, trace_name(config, run), config.lr)
         tqdm.write(
             f"epoch {record['epoch']}/{config.epochs}  train loss {record['train_loss']:.4f} "
             f"acc {record['train_acc']:.4f}  test loss {record['test_loss']:.4f} "
@@ -149,7 +158,26 @@ def train(config: TrainConfig, build: Callable[[TrainConfig, torch.device], Part
         raise DivergedError(
             f"{err}; the last good epoch's checkpoint and metrics are in {run.path}. Try a smaller --lr"
         ) from None
+    finally:
+        sink.close()
     click.echo(f"{run.path}: test accuracy {record['test_acc']:.4f} after {record['epoch']} epochs")
+
+
+def make_sink(config: TrainConfig, run: RunDir) -> Sink:
+    """The null sink for --no-viz, else a Visdom sink that also writes RUN_DIR/events.jsonl."""
+    if not config.viz:
+        return Sink()
+    from viz.visdom_sink import VisdomSink  # imports requests and visdom: only when streaming
+
+    return VisdomSink(config.server, config.port, run.read_config()["env"], run.events_file)
+
+
+def trace_name(config: TrainConfig, run: RunDir) -> str:
+    """How this run's curves are labelled in the compare environment."""
+    settings = f"lr={config.lr:g} bs={config.batch_size}"
+    if isinstance(config, MLPConfig):
+        settings += f" {config.activation if config.trainer == 'mlp' else 'relu'} {'-'.join(map(str, config.hidden))}"
+    return f"{run.name} ({settings})"
 
 
 def checkpoint(parts: Parts, config: TrainConfig, progress: Progress, record: dict) -> dict:

@@ -141,7 +141,8 @@ def fit(
                 pending = []
                 on_steps(epoch, points)
                 bar.set_postfix(loss=f"{points[-1][1]:.4f}", refresh=False)
-            bar.update()
+                bar.update(i - bar.n)
+        bar.update(n_batches - bar.n)
         train_loss = loss_sum.item() / len(data.train)
         if not math.isfinite(train_loss):
             raise Diverged(progress.step, train_loss)

@@ -1,0 +1,146 @@
+"""The live sink: events go to events.jsonl at once and to Visdom from a background thread.
+
+Training only appends to a list under a lock. A sender thread wakes at least once a
+second (and at every ``save``), merges what is queued into one request per window
+trace, and posts it. If the server is unreachable, training carries on; the queue is
+bounded, and when the server answers again the run's environment is rebuilt in full
+from events.jsonl, so nothing is missing even after a server restart lost it all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+import requests
+from visdom import Visdom
+
+from viz.render import Renderer
+from viz.sink import Sink, read_events
+
+FLUSH_SECONDS = 1.0  # longest a point waits before it is sent
+MAX_PENDING = 20_000  # events held in memory while the server is away; older ones are dropped
+REQUEST_TIMEOUT = 10.0  # seconds; a hung server must not hang the sender forever
+
+# The visdom client logs a warning for every session and socket decision it makes.
+logging.getLogger("visdom").setLevel(logging.ERROR)
+
+
+class Client(Visdom):
+    """A Visdom client whose requests time out."""
+
+    def _handle_post(self, url, data=None):
+        return self.session.post(url, data=data or {}, timeout=REQUEST_TIMEOUT).text
+
+
+def connect(server: str, port: int, env: str) -> Client | None:
+    """A client for ``env`` on the server, or None when it does not answer."""
+    try:
+        return Client(server=server, port=port, env=env, raise_exceptions=True, use_incoming_socket=False,
+                      username=os.environ.get("VISDOM_USERNAME"), password=os.environ.get("VISDOM_PASSWORD"))
+    except (ConnectionError, requests.RequestException):
+        return None
+
+
+def rebuild(vis: Visdom, renderer: Renderer, events: list[dict]) -> None:
+    """Replace the run's environment on the server with one drawn from ``events``, then save it."""
+    vis.delete_env(renderer.env)
+    renderer.reset()
+    renderer.render([e for e in events if e["kind"] != "save"] + [{"kind": "save"}])
+
+
+class VisdomSink(Sink):
+    """Streams a run to a Visdom server without ever blocking training on the network.
+
+    Args:
+        server, port: where Visdom listens.
+        env: the run's environment name.
+        events_file: events.jsonl; every event is appended to it before it is queued.
+        connect_with: how to get a client (tests pass a mock).
+
+    Example:
+        >>> sink = VisdomSink("http://localhost", 8097, "demo", Path("events.jsonl"))  # doctest: +SKIP
+        >>> sink.scalars("train_loss", x=1, values={"loss": 2.3})
+        >>> sink.close()
+    """
+
+    active = True
+
+    def __init__(self, server: str, port: int, env: str, events_file: Path,
+                 connect_with=connect, flush_seconds: float = FLUSH_SECONDS, max_pending: int = MAX_PENDING):
+        self.server, self.port, self.env = server, port, env
+        self.events_path = Path(events_file)
+        self._file = open(self.events_path, "a", encoding="utf-8")
+        self._connect = connect_with
+        self._flush_seconds, self._max_pending = flush_seconds, max_pending
+        self._wake = threading.Condition()
+        self._pending: list[dict] = []
+        self._closing = False
+        # Set when something queued may not have reached the server: rebuild before sending more.
+        self._stale = False
+        self.vis = connect_with(server, port, env)
+        self.renderer = Renderer(self.vis, env) if self.vis else None
+        if self.vis is None:
+            self._stale = True
+            print(f"warning: no visdom server answers at {server}:{port}; training goes on and the "
+                  f"dashboard fills in once one starts (trainviz server start --port {port})", file=sys.stderr)
+        self._thread = threading.Thread(target=self._run, name="visdom-sender", daemon=True)
+        self._thread.start()
+
+    def emit(self, event: dict) -> None:
+        line = json.dumps(event)
+        with self._wake:
+            self._file.write(line + "\n")
+            self._pending.append(event)
+            if len(self._pending) > self._max_pending:
+                del self._pending[: len(self._pending) - self._max_pending]
+                self._stale = True  # dropped events come back from the file
+            if event["kind"] == "save":
+                self._file.flush()
+                self._wake.notify()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Send what is queued (waiting up to ``timeout`` seconds), save, and stop the sender."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(timeout)
+        self._file.close()
+        if self._stale or self._thread.is_alive():
+            print(f"warning: the visdom server did not receive all of this run; "
+                  f"`trainviz replay {self.events_path.parent}` rebuilds its dashboard", file=sys.stderr)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if not self._closing:
+                    self._wake.wait(self._flush_seconds)
+                batch, self._pending = self._pending, []
+                closing = self._closing
+            self._deliver(batch)
+            if closing:
+                return
+
+    def _deliver(self, batch: list[dict]) -> None:
+        """Send a batch; on any failure mark the run stale so the next delivery rebuilds it."""
+        try:
+            if self.vis is None:
+                self.vis = self._connect(self.server, self.port, self.env)
+                if self.vis is None:
+                    return
+                self.renderer = Renderer(self.vis, self.env)
+            if self._stale:
+                with self._wake:
+                    self._file.flush()
+                    events, _ = read_events(self.events_path)
+                    self._pending.clear()  # all of it is in the file
+                rebuild(self.vis, self.renderer, events)
+                self._stale = False
+            elif batch:
+                self.renderer.render(batch)
+        except (ConnectionError, requests.RequestException):
+            self._stale = True
