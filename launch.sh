@@ -68,6 +68,11 @@ dashboard_url() { printf 'http://localhost:%s' "$PORT"; }
 train_all() {
   local jobs=1
   if [ "${1:-}" = "-j" ]; then jobs="${2:?-j needs a number}"; shift 2; fi
+  # Parallel trainers share the cores: give each its slice, or their thread pools thrash.
+  if [ "$jobs" -gt 1 ]; then
+    local threads=$(( $(nproc) / jobs ))
+    export OMP_NUM_THREADS=$(( threads > 0 ? threads : 1 ))
+  fi
   say "dashboard: $(dashboard_url)  (each run is an environment; 'compare' holds all runs)"
   local pids=() status=0
   for trainer in "${TRAINERS[@]}"; do

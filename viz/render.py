@@ -60,8 +60,9 @@ class Renderer:
         self.history: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
 
     def reset(self) -> None:
-        """Forget which windows exist (the server lost them); keep the redraw history."""
+        """Forget every window and history, before drawing a run again from all its events."""
         self.created.clear()
+        self.history.clear()
 
     def render(self, events: list[dict]) -> None:
         """Send ``events`` in order, merging runs of scalar points into one request per trace.

@@ -74,7 +74,8 @@ class VisdomSink(Sink):
                  connect_with=connect, flush_seconds: float = FLUSH_SECONDS, max_pending: int = MAX_PENDING):
         self.server, self.port, self.env = server, port, env
         self.events_path = Path(events_file)
-        self._file = open(self.events_path, "a", encoding="utf-8")
+        # Line-buffered: a killed process still leaves every event it reported on disk.
+        self._file = open(self.events_path, "a", encoding="utf-8", buffering=1)
         self._connect = connect_with
         self._flush_seconds, self._max_pending = flush_seconds, max_pending
         self._wake = threading.Condition()
@@ -82,6 +83,7 @@ class VisdomSink(Sink):
         self._closing = False
         # Set when something queued may not have reached the server: rebuild before sending more.
         self._stale = False
+        self._reported = False  # an unexpected sending error was already shown
         self.vis = connect_with(server, port, env)
         self.renderer = Renderer(self.vis, env) if self.vis else None
         if self.vis is None:
@@ -100,11 +102,10 @@ class VisdomSink(Sink):
                 del self._pending[: len(self._pending) - self._max_pending]
                 self._stale = True  # dropped events come back from the file
             if event["kind"] == "save":
-                self._file.flush()
                 self._wake.notify()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Send what is queued (waiting up to ``timeout`` seconds), save, and stop the sender."""
+        """Send what is queued (waiting up to ``timeout`` seconds) and stop the sender."""
         with self._wake:
             self._closing = True
             self._wake.notify()
@@ -135,12 +136,16 @@ class VisdomSink(Sink):
                 self.renderer = Renderer(self.vis, self.env)
             if self._stale:
                 with self._wake:
-                    self._file.flush()
                     events, _ = read_events(self.events_path)
                     self._pending.clear()  # all of it is in the file
+                    self._stale = False  # set again by emit if the queue overflows meanwhile
                 rebuild(self.vis, self.renderer, events)
-                self._stale = False
             elif batch:
                 self.renderer.render(batch)
         except (ConnectionError, requests.RequestException):
             self._stale = True
+        except Exception as err:  # a bug must not kill the sender; say it once and retry by rebuilding
+            self._stale = True
+            if not self._reported:
+                self._reported = True
+                print(f"warning: sending to visdom failed: {type(err).__name__}: {err}", file=sys.stderr)

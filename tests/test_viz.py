@@ -1,0 +1,560 @@
+"""The dashboard path without a server: renderer calls, the live sink's sender, events files, the epoch report.
+
+Visdom is a ``MagicMock(spec=Visdom)``; tests assert the exact calls it receives.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from unittest.mock import MagicMock
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from visdom import Visdom
+
+from trainers.command import make_sink, trace_name
+from trainers.config import MLPConfig, TrainConfig
+from trainers.data import Data, Split
+from trainers.loop import Evaluation, Parts
+from trainers.report import caption, report_epoch
+from trainers.run import RunDir
+from viz import visdom_sink
+from viz.render import CAPTION, GREEN, RED, TILE, LostState, Renderer, label_tiles
+from viz.sink import RecordingSink, Sink, decode_images, read_events
+from viz.visdom_sink import VisdomSink, rebuild
+from viz.windows import WINDOWS
+
+SERVER, PORT, ENV = "http://localhost", 8097, "run-1"
+
+
+def mock_vis(exists: bool = True):
+    """A Visdom client stand-in whose windows all exist unless told otherwise."""
+    vis = MagicMock(spec=Visdom)
+    vis.win_exists.return_value = exists
+    return vis
+
+
+def scalars(win, x, values, env=None):
+    return {"kind": "scalars", "win": win, "env": env, "x": x, "values": values}
+
+
+def line_calls(vis) -> list[dict]:
+    """Each ``line`` call's keyword arguments, with X and Y as lists (arrays do not compare with ==)."""
+    calls = []
+    for c in vis.line.call_args_list:
+        assert c.args == ()
+        kwargs = dict(c.kwargs)
+        for axis in ("X", "Y"):
+            assert kwargs[axis].dtype == float
+            kwargs[axis] = kwargs[axis].tolist()
+        calls.append(kwargs)
+    return calls
+
+
+def names(vis, skip=("win_exists",)) -> list[str]:
+    """The methods called on the client, in order."""
+    return [name for name, _, _ in vis.method_calls if name not in skip]
+
+
+def wait_for(condition, seconds: float = 3.0) -> None:
+    """Poll until ``condition()`` holds; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the sender"
+        time.sleep(0.005)
+
+
+LOSS_OPTS = {"title": WINDOWS["loss"].title, "width": 480, "height": 320, "xlabel": "epoch",
+             "ylabel": "cross-entropy", "showlegend": True}
+
+
+# ---------------------------------------------------------------- Renderer
+
+
+def test_first_scalars_create_the_window_and_later_ones_append():
+    vis = mock_vis()
+    renderer = Renderer(vis, ENV)
+    renderer.render([scalars("loss", 1, {"train": 0.5})])
+    renderer.render([scalars("loss", 2, {"train": 0.4})])
+
+    assert line_calls(vis) == [
+        dict(Y=[0.5], X=[1.0], win="loss", env=ENV, name="train", update=None,
+             opts={**LOSS_OPTS, "legend": ["train"]}),
+        dict(Y=[0.4], X=[2.0], win="loss", env=ENV, name="train", update="append", opts=None),
+    ]
+    # before the second batch the renderer checks that the server still holds its window
+    vis.win_exists.assert_called_once_with("loss", env=ENV)
+
+
+def test_epoch_mean_trace_is_drawn_with_markers():
+    vis = mock_vis()
+    Renderer(vis, ENV).render([scalars("train_loss", 50, {"epoch mean": 1.5})])
+    (call,) = line_calls(vis)
+    assert call["opts"] == {"title": WINDOWS["train_loss"].title, "width": 480, "height": 320,
+                            "xlabel": "step", "ylabel": "cross-entropy", "showlegend": True,
+                            "legend": ["epoch mean"], "markers": True, "markersize": 6}
+
+
+def test_consecutive_points_of_a_trace_go_in_one_request_in_order():
+    vis = mock_vis()
+    Renderer(vis, ENV).render([scalars("train_loss", step, {"loss": 3.0 - step / 10}) for step in range(1, 6)]
+                              + [scalars("loss", 1, {"train": 0.9, "test": 1.1}),
+                                 scalars("loss", 2, {"train": 0.7, "test": 0.8})])
+    calls = line_calls(vis)
+    assert [(c["win"], c["name"], c["X"], c["Y"], c["update"]) for c in calls] == [
+        ("train_loss", "loss", [1.0, 2.0, 3.0, 4.0, 5.0], [2.9, 2.8, 2.7, 2.6, 2.5], None),
+        ("loss", "train", [1.0, 2.0], [0.9, 0.7], None),
+        ("loss", "test", [1.0, 2.0], [1.1, 0.8], "append"),  # the window exists once "train" made it
+    ]
+
+
+def test_a_non_scalar_event_splits_the_batch_in_order():
+    vis = mock_vis()
+    Renderer(vis, ENV).render([scalars("train_loss", 1, {"loss": 2.0}), scalars("train_loss", 2, {"loss": 1.9}),
+                               {"kind": "text", "win": "predictions", "html": "<b>hi</b>"},
+                               scalars("train_loss", 3, {"loss": 1.8})])
+    assert names(vis) == ["line", "text", "line"]
+    first, second = line_calls(vis)
+    assert (first["X"], first["Y"], first["update"]) == ([1.0, 2.0], [2.0, 1.9], None)
+    assert (second["X"], second["Y"], second["update"], second["opts"]) == ([3.0], [1.8], "append", None)
+    vis.text.assert_called_once_with("<b>hi</b>", win="predictions", env=ENV,
+                                     opts={"title": WINDOWS["predictions"].title, "width": 480, "height": 520})
+
+
+def test_compare_curves_are_redrawn_whole_and_created_when_missing():
+    vis = mock_vis(exists=False)
+    renderer = Renderer(vis, ENV)
+    trace = "run-1 (lr=0.1 bs=128)"
+    renderer.render([scalars("compare_acc", 1, {trace: 0.7}, env="compare")])
+    vis.win_exists.return_value = True
+    renderer.render([scalars("compare_acc", 2, {trace: 0.8}, env="compare")])
+    renderer.render([scalars("compare_acc", 3, {trace: 0.85}, env="compare"), {"kind": "save"}])
+
+    compare_opts = {"title": WINDOWS["compare_acc"].title, "width": 640, "height": 320, "xlabel": "epoch",
+                    "ylabel": "accuracy", "showlegend": True, "legend": [trace]}
+    assert line_calls(vis) == [
+        dict(Y=[0.7], X=[1.0], win="compare_acc", env="compare", name=trace, opts=compare_opts),
+        dict(Y=[0.7, 0.8], X=[1.0, 2.0], win="compare_acc", env="compare", name=trace, update="replace"),
+        dict(Y=[0.7, 0.8, 0.85], X=[1.0, 2.0, 3.0], win="compare_acc", env="compare", name=trace,
+             update="replace"),
+    ]
+    assert vis.win_exists.call_args_list == [(("compare_acc",), {"env": "compare"})] * 3
+    vis.save.assert_called_once_with([ENV, "compare"])
+
+
+def test_save_saves_only_the_run_env_when_compare_was_not_used():
+    vis = mock_vis()
+    Renderer(vis, ENV).render([scalars("loss", 1, {"train": 1.0}), {"kind": "save"}])
+    assert names(vis) == ["line", "save"]
+    vis.save.assert_called_once_with([ENV])
+
+
+def test_images_become_one_request_of_labelled_rgb_tiles():
+    sink = RecordingSink()
+    pixels = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
+    sink.images("samples", pixels, ["a\n-> a 90%", "b\n-> c 60%", "c\n-> c 99%"], [False, True, False])
+    np.testing.assert_array_equal(decode_images(sink.events[0]), pixels)
+
+    vis = mock_vis()
+    Renderer(vis, ENV).render(sink.events)
+    (call,) = vis.images.call_args_list
+    (tiles,) = call.args
+    assert tiles.dtype == np.uint8 and tiles.shape == (3, 3, TILE + 4 + CAPTION, TILE + 4)
+    assert call.kwargs == dict(nrow=3, padding=2, win="samples", env=ENV,
+                               opts={"title": WINDOWS["samples"].title, "width": 760, "height": 560})
+    # the image sits inside the 2-pixel frame, enlarged 3x with nearest-neighbour
+    np.testing.assert_array_equal(tiles[1, 0, 2:2 + TILE:3, 2:2 + TILE:3], pixels[1])
+
+
+def test_heatmap_bars_histogram_text_and_config_requests():
+    sink = RecordingSink()
+    sink.heatmap("confusion", [[3, 1], [0, 4]], ["a", "b"], ["a", "b"])
+    sink.bars("class_acc", [0.75, 1.0], ["a", "b"])
+    sink.histogram("weights", {"0.weight": ([-1.0, 0.0, 1.0], [0.2, 0.6, 0.2]), "2.weight": ([0.5], [2.0])})
+    sink.text("predictions", "<table></table>")
+    sink.config({"lr": 0.1, "name": "<x>"})
+    vis = mock_vis()
+    Renderer(vis, ENV).render(sink.events)
+    assert names(vis) == ["heatmap", "bar", "line", "text", "text"]
+
+    heatmap = vis.heatmap.call_args.kwargs
+    np.testing.assert_array_equal(heatmap.pop("X"), [[3.0, 1.0], [0.0, 4.0]])
+    assert heatmap == dict(win="confusion", env=ENV, opts={
+        "title": WINDOWS["confusion"].title, "width": 560, "height": 460, "xlabel": "predicted",
+        "ylabel": "true", "rownames": ["a", "b"], "columnnames": ["a", "b"], "colormap": "Viridis"})
+
+    bar = vis.bar.call_args.kwargs
+    np.testing.assert_array_equal(bar.pop("X"), [0.75, 1.0])
+    assert bar == dict(win="class_acc", env=ENV,
+                       opts={"title": WINDOWS["class_acc"].title, "width": 560, "height": 320, "rownames": ["a", "b"]})
+
+    histogram = vis.line.call_args.kwargs
+    # one column per layer; the shorter one is padded with NaN
+    np.testing.assert_array_equal(histogram.pop("X"), [[-1.0, 0.5], [0.0, np.nan], [1.0, np.nan]])
+    np.testing.assert_array_equal(histogram.pop("Y"), [[0.2, 2.0], [0.6, np.nan], [0.2, np.nan]])
+    assert histogram == dict(win="weights", env=ENV, opts={
+        "title": WINDOWS["weights"].title, "width": 480, "height": 320, "xlabel": "weight", "ylabel": "density",
+        "legend": ["0.weight", "2.weight"]})
+
+    text, config = vis.text.call_args_list
+    assert text.args == ("<table></table>",)
+    assert config.kwargs == dict(win="config", env=ENV,
+                                 opts={"title": "Run config", "width": 480, "height": 420})
+    assert "<b>lr</b></td><td>0.1</td>" in config.args[0] and "&lt;x&gt;" in config.args[0]
+
+
+def test_render_raises_lost_state_when_the_server_lost_a_window():
+    vis = mock_vis()
+    renderer = Renderer(vis, ENV)
+    renderer.render([scalars("loss", 1, {"train": 1.0})])
+    vis.win_exists.return_value = False
+    with pytest.raises(LostState):
+        renderer.render([scalars("loss", 2, {"train": 0.9})])
+    assert vis.line.call_count == 1  # nothing appended to a window that is gone
+    assert issubclass(LostState, ConnectionError)  # the sender treats it like a dropped connection
+
+    renderer.reset()
+    renderer.render([scalars("loss", 2, {"train": 0.9})])
+    assert line_calls(vis)[-1]["update"] is None  # created again
+
+
+# ---------------------------------------------------------------- VisdomSink
+
+
+def open_sink(tmp_path, vis=None, connect=None, **kwargs) -> VisdomSink:
+    """A live sink writing into ``tmp_path`` whose client is ``vis`` (or whatever ``connect`` returns)."""
+    connect = connect or (lambda server, port, env: vis)
+    return VisdomSink(SERVER, PORT, ENV, tmp_path / "events.jsonl", connect_with=connect, **kwargs)
+
+
+def test_every_event_goes_to_the_events_file_one_line_each_in_order(tmp_path):
+    vis = mock_vis()
+    sink = open_sink(tmp_path, vis, flush_seconds=60)
+    sent = [scalars("train_loss", i, {"loss": 1.0 / i}) for i in range(1, 4)]
+    for event in sent:
+        sink.emit(event)
+    sink.text("predictions", "<p>x</p>")
+    sink.save()  # a save flushes the file, so a crash after it loses nothing before it
+    lines = (tmp_path / "events.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == sent + [
+        {"kind": "text", "win": "predictions", "html": "<p>x</p>"}, {"kind": "save"}]
+    sink.close()
+    assert read_events(tmp_path / "events.jsonl") == (sent + [
+        {"kind": "text", "win": "predictions", "html": "<p>x</p>"}, {"kind": "save"}], 0)
+
+
+def test_the_sender_merges_a_burst_into_one_request(tmp_path, capsys):
+    vis = mock_vis()
+    sink = open_sink(tmp_path, vis, flush_seconds=60)  # only close() wakes the sender
+    for step in range(100):
+        sink.scalars("train_loss", x=step, values={"loss": step / 100})
+    assert vis.line.call_count == 0  # training never waits on a request
+    sink.close()
+
+    (call,) = line_calls(vis)
+    assert call["X"] == [float(s) for s in range(100)] and call["Y"] == [s / 100 for s in range(100)]
+    assert not sink._thread.is_alive()
+    assert capsys.readouterr().err == ""
+
+
+def test_the_sender_wakes_by_itself_after_flush_seconds(tmp_path):
+    vis = mock_vis()
+    sink = open_sink(tmp_path, vis, flush_seconds=0.02)
+    sink.scalars("loss", x=1, values={"train": 0.5})
+    wait_for(lambda: vis.line.call_count == 1)
+    sink.close()
+    assert vis.line.call_count == 1
+
+
+def test_a_save_wakes_the_sender_at_once(tmp_path):
+    vis = mock_vis()
+    sink = open_sink(tmp_path, vis, flush_seconds=60)
+    sink.scalars("loss", x=1, values={"train": 0.5})
+    started = time.monotonic()
+    sink.save()
+    wait_for(lambda: vis.save.called, seconds=2)
+    assert time.monotonic() - started < 2
+    assert names(vis) == ["line", "save"]
+    vis.save.assert_called_once_with([ENV])
+    sink.close()
+
+
+def test_close_delivers_what_is_queued(tmp_path):
+    vis = mock_vis()
+    sink = open_sink(tmp_path, vis, flush_seconds=60)
+    sink.scalars("loss", x=1, values={"train": 0.5, "test": 0.6})
+    sink.bars("class_acc", [0.5, 1.0], ["a", "b"])
+    sink.save()
+    sink.scalars("loss", x=2, values={"train": 0.4, "test": 0.5})
+    sink.close()
+    assert names(vis) == ["line", "line", "bar", "save", "line", "line"]
+    assert [(c["name"], c["X"], c["update"]) for c in line_calls(vis)[2:]] == [
+        ("train", [2.0], "append"), ("test", [2.0], "append")]
+
+
+def test_no_server_warns_once_and_training_goes_on(tmp_path, capsys):
+    sink = open_sink(tmp_path, connect=lambda server, port, env: None, flush_seconds=0.01)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{SERVER}:{PORT}" in err and err.startswith("warning:")
+
+    for step in range(200):
+        sink.scalars("train_loss", x=step, values={"loss": 1.0})
+    sink.save()
+    time.sleep(0.05)  # let the sender retry a few times
+    assert capsys.readouterr().err == ""  # retries are silent
+    sink.close()
+    assert "trainviz replay" in capsys.readouterr().err
+    assert len(read_events(tmp_path / "events.jsonl")[0]) == 201
+
+
+def test_a_server_that_starts_later_gets_the_whole_run(tmp_path):
+    vis = mock_vis()
+    up = threading.Event()
+    sink = open_sink(tmp_path, connect=lambda server, port, env: vis if up.is_set() else None, flush_seconds=0.01)
+    for step in range(1, 31):
+        sink.scalars("train_loss", x=step, values={"loss": 1.0})
+    up.set()
+    wait_for(lambda: vis.save.called)  # a rebuild ends with a save
+    sink.close()
+    vis.delete_env.assert_called_once_with(ENV)
+    assert names(vis) == ["delete_env", "line", "save"]
+    assert line_calls(vis)[0]["X"] == [float(s) for s in range(1, 31)]
+
+
+def test_a_dead_server_keeps_memory_bounded_and_the_next_delivery_rebuilds(tmp_path, capsys):
+    vis = mock_vis()
+    vis.line.side_effect = ConnectionError("server died")
+    sink = open_sink(tmp_path, vis, flush_seconds=0.01, max_pending=50)
+    sink.scalars("train_loss", x=0, values={"loss": 0.0})
+    wait_for(lambda: vis.line.called and sink._stale)
+
+    sizes = []
+    for step in range(1, 1000):
+        sink.scalars("train_loss", x=step, values={"loss": step / 1000})
+        sizes.append(len(sink._pending))
+    assert max(sizes) <= 50
+
+    # Two more failed rebuilds: the one running now read the events file after the last emit.
+    tries = vis.delete_env.call_count
+    wait_for(lambda: vis.delete_env.call_count >= tries + 2)
+    vis.line.side_effect = None  # the server is back
+    wait_for(lambda: vis.save.called)  # a rebuild ends with a save
+    sink.close()
+    assert capsys.readouterr().err == ""  # it all arrived: no replay hint
+
+    # what reached the server after the last rebuild started: the whole run, once
+    calls = vis.method_calls
+    last_delete = max(i for i, c in enumerate(calls) if c[0] == "delete_env")
+    assert calls[last_delete] == (("delete_env", (ENV,), {}))
+    after = [c for c in calls[last_delete + 1:] if c[0] != "win_exists"]
+    assert [c[0] for c in after] == ["line", "save"]
+    line = after[0].kwargs
+    assert line["X"].tolist() == [float(s) for s in range(1000)]
+    assert line["Y"].tolist() == [s / 1000 for s in range(1000)]
+    assert line["update"] is None  # the window is created afresh in the emptied env
+
+
+def test_events_dropped_during_a_rebuild_are_not_lost(tmp_path):
+    vis = mock_vis()
+    rebuilding, release = threading.Event(), threading.Event()
+
+    def slow_delete(env):
+        rebuilding.set()
+        release.wait(5)
+
+    vis.delete_env.side_effect = slow_delete
+    up = threading.Event()
+    sink = open_sink(tmp_path, connect=lambda server, port, env: vis if up.is_set() else None,
+                     flush_seconds=0.01, max_pending=50)
+    up.set()
+    wait_for(rebuilding.is_set)
+    for step in range(1, 61):  # 60 > max_pending: the first 10 are dropped from the queue
+        sink.scalars("train_loss", x=step, values={"loss": 1.0})
+    release.set()
+    sink.close()
+    sent = [x for c in line_calls(vis) for x in c["X"]]
+    assert sorted(sent) == [float(s) for s in range(1, 61)]
+
+
+def test_a_rebuild_does_not_duplicate_compare_points():
+    vis = mock_vis()
+    renderer = Renderer(vis, ENV)
+    events = [scalars("compare_acc", 1, {"run": 0.5}, env="compare"),
+              scalars("compare_acc", 2, {"run": 0.6}, env="compare")]
+    renderer.render(events)
+    rebuild(vis, renderer, events)
+    assert line_calls(vis)[-1]["X"] == [1.0, 2.0]
+
+
+# ---------------------------------------------------------------- events files and tiles
+
+
+def test_read_events_skips_and_counts_damaged_lines(tmp_path):
+    good = [scalars("loss", 1, {"train": 0.5}), {"kind": "save"}]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join([
+        json.dumps(good[0]).encode(),
+        b"not json at all",
+        b"",  # blank lines are not damage
+        b'{"kind": "unknown", "win": "loss"}',
+        b"[1, 2, 3]",
+        b"\xff\xfe\x00garbage",
+        json.dumps(good[1]).encode(),
+        b'{"kind": "scalars", "win": "lo',  # a write cut short by a crash
+    ]))
+    assert read_events(path) == (good, 5)
+
+
+def test_label_tiles_frames_marked_tiles_in_red():
+    images = np.full((2, 28, 28), 128, dtype=np.uint8)
+    tiles = label_tiles(images, ["a\n-> b 90%", "a\n-> a 80%"], [True, False])
+    assert tiles.dtype == np.uint8 and tiles.shape == (2, 3, TILE + 4 + CAPTION, TILE + 4)
+
+    def frame(tile):  # the 2-pixel border around the enlarged image, as (pixels, 3)
+        rgb = tile.transpose(1, 2, 0)[: TILE + 4]
+        return np.concatenate([rgb[:2].reshape(-1, 3), rgb[-2:].reshape(-1, 3),
+                               rgb[:, :2].reshape(-1, 3), rgb[:, -2:].reshape(-1, 3)])
+
+    assert (frame(tiles[0]) == RED).all() and (frame(tiles[1]) == GREEN).all()
+    assert not (tiles[1].transpose(1, 2, 0) == RED).all(axis=2).any()  # no red anywhere on a right one
+    assert (tiles[:, :, 2:2 + TILE, 2:2 + TILE] == 128).all()
+
+
+# ---------------------------------------------------------------- the epoch report
+
+
+CLASSES = ("a", "b", "c")
+TEST_LABELS = [0, 0, 1, 1, 2, 2]
+PREDICTED = [0, 1, 1, 1, 2, 0]
+CONFIDENCE = [0.9, 0.8, 0.7, 0.6, 0.95, 0.99]
+RECORD = {"kind": "epoch", "epoch": 2, "step": 10, "train_loss": 1.5, "train_acc": 0.4,
+          "test_loss": 1.2, "test_acc": 0.5, "seconds": 2.0}
+
+
+def tiny_report(with_grad: bool = True, predicted=PREDICTED):
+    """report_epoch on 8 training and 6 test images, 3 classes, a 784 -> 3 linear model."""
+    generator = torch.Generator().manual_seed(0)
+    data = Data(train=Split(torch.rand(8, 1, 28, 28, generator=generator), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])),
+                test=Split(torch.rand(6, 1, 28, 28, generator=generator), torch.tensor(TEST_LABELS)),
+                classes=CLASSES, source=None)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 3))
+    parts = Parts(model, nn.functional.cross_entropy, torch.optim.SGD(model.parameters(), lr=0.1))
+    if with_grad:
+        parts.loss(model(data.train.images), data.train.labels).backward()
+    test = Evaluation(loss=1.2, accuracy=0.5, predictions=torch.tensor(predicted),
+                      confidence=torch.tensor(CONFIDENCE))
+    sink = RecordingSink()
+    report_epoch(sink, RECORD, test, parts, data, torch.tensor([1, 0, 5]), "run-1 (lr=0.1 bs=4)", lr=0.1)
+    return sink.events, data, model
+
+
+def test_report_emits_every_window_and_saves_last():
+    events, data, model = tiny_report()
+    assert [(e["kind"], e.get("win")) for e in events] == [
+        ("scalars", "train_loss"), ("scalars", "loss"), ("scalars", "accuracy"), ("scalars", "throughput"),
+        ("scalars", "lr"), ("scalars", "compare_acc"), ("scalars", "compare_loss"),
+        ("images", "samples"), ("text", "predictions"), ("images", "mistakes"),
+        ("heatmap", "confusion"), ("bars", "class_acc"), ("histogram", "weights"),
+        ("scalars", "weight_norm"), ("scalars", "grad_norm"), ("save", None),
+    ]
+    trace = "run-1 (lr=0.1 bs=4)"
+    assert events[:7] == [
+        scalars("train_loss", 10, {"epoch mean": 1.5}),
+        scalars("loss", 2, {"train": 1.5, "test": 1.2}),
+        scalars("accuracy", 2, {"train": 0.4, "test": 0.5}),
+        scalars("throughput", 2, {"samples/s": 4.0}),  # 8 training samples in 2 s
+        scalars("lr", 2, {"lr": 0.1}),
+        scalars("compare_acc", 2, {trace: 0.5}, env="compare"),
+        scalars("compare_loss", 2, {trace: 1.2}, env="compare"),
+    ]
+    weight = model[1].weight
+    assert events[13] == scalars("weight_norm", 2, {"1.weight": pytest.approx(weight.norm().item())})
+    assert events[14] == scalars("grad_norm", 2, {"1.weight": pytest.approx(weight.grad.norm().item())})
+    json.dumps(events)  # everything is JSON-ready, as the live sink writes it
+
+
+def test_report_confusion_matrix_and_class_accuracy_by_hand():
+    events, _, _ = tiny_report()
+    confusion = next(e for e in events if e["win"] == "confusion")
+    # true a: 1 right, 1 taken for b; true b: both right; true c: 1 right, 1 taken for a
+    assert confusion["matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert sum(map(sum, confusion["matrix"])) == len(TEST_LABELS)
+    assert confusion["rows"] == confusion["columns"] == list(CLASSES)
+    class_acc = next(e for e in events if e["win"] == "class_acc")
+    assert class_acc["values"] == pytest.approx([0.5, 1.0, 0.5]) and class_acc["names"] == list(CLASSES)
+
+
+def test_report_sample_grid_table_and_mistakes():
+    events, data, _ = tiny_report()
+    by_win = {e.get("win"): e for e in events}
+    expected = (data.test.images.squeeze(1) * 255).round().byte().numpy()
+
+    samples = by_win["samples"]  # test images 1, 0, 5
+    np.testing.assert_array_equal(decode_images(samples), expected[[1, 0, 5]])
+    assert samples["captions"] == ["a\n-> b 80%", "a\n-> a 90%", "c\n-> a 99%"]
+    assert samples["marked"] == [True, False, True]
+
+    table = by_win["predictions"]["html"]
+    assert "<b>Epoch 2</b>: 1 of 3 right" in table
+    rows = table.split("<tr style=")[1:]
+    assert ["#c62828" in row for row in rows] == [True, False, True]
+    assert "<td>1</td><td>a</td><td>b</td><td style='text-align:right'>80.0%</td>" in rows[0]
+
+    mistakes = by_win["mistakes"]  # every wrong prediction, most confident first
+    np.testing.assert_array_equal(decode_images(mistakes), expected[[5, 1]])
+    assert mistakes["captions"] == [caption(CLASSES, 2, 0, 0.99), caption(CLASSES, 0, 1, 0.8)]
+    assert mistakes["marked"] == [True, True]
+
+
+def test_report_weight_histogram_is_a_density_and_skips_biases():
+    events, _, model = tiny_report(with_grad=False)
+    wins = [e.get("win") for e in events]
+    assert "grad_norm" not in wins  # no backward yet: nothing to show
+    (histogram,) = [e for e in events if e["kind"] == "histogram"]
+    assert list(histogram["series"]) == ["1.weight"]
+    centers, density = histogram["series"]["1.weight"]["centers"], histogram["series"]["1.weight"]["density"]
+    width = centers[1] - centers[0]
+    assert len(centers) == len(density) == 40
+    assert sum(density) * width == pytest.approx(1.0, rel=1e-4)
+    weight = model[1].weight.detach()
+    assert weight.min().item() < centers[0] < centers[-1] < weight.max().item()
+
+
+def test_report_without_mistakes_sends_no_mistakes_grid():
+    events, _, _ = tiny_report(predicted=TEST_LABELS)
+    assert "mistakes" not in [e.get("win") for e in events]
+    assert next(e for e in events if e.get("win") == "confusion")["matrix"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
+
+
+# ---------------------------------------------------------------- the sink a command picks
+
+
+def test_make_sink_and_trace_name(tmp_path, monkeypatch, capsys):
+    run = RunDir.create(tmp_path, "mlp")
+    run.write_config({"env": "my-env"})
+    sink = make_sink(TrainConfig(viz=False), run)
+    assert type(sink) is Sink and not sink.active
+
+    class Refused:  # what the visdom client does when nothing listens on the port
+        def __init__(self, **kwargs):
+            import requests
+
+            raise requests.ConnectionError("refused")
+
+    monkeypatch.setattr(visdom_sink, "Client", Refused)
+    sink = make_sink(TrainConfig(server="http://example.invalid", port=9001), run)
+    assert isinstance(sink, VisdomSink) and sink.active
+    assert (sink.env, sink.events_path) == ("my-env", run.events_file)
+    assert "http://example.invalid:9001" in capsys.readouterr().err
+    sink.close(timeout=5)
+
+    assert trace_name(TrainConfig(lr=0.05, batch_size=64), run) == f"{run.name} (lr=0.05 bs=64)"
+    assert trace_name(MLPConfig(trainer="mlp", activation="leaky-relu", hidden=(64, 32)), run) == \
+        f"{run.name} (lr=0.1 bs=128 leaky-relu 64-32)"
+    assert trace_name(MLPConfig(trainer="mlp-lowlevel", activation="leaky-relu", hidden=(8,)), run) == \
+        f"{run.name} (lr=0.1 bs=128 relu 8)"
