@@ -79,6 +79,7 @@ def test_download_goes_through_torchvision_with_its_checksums(mirror, tmp_path, 
     monkeypatch.setattr(datasets.MNIST, "mirrors", [url])
     monkeypatch.setattr(datasets.MNIST, "resources", resources)
     target = tmp_path / "empty"
+    target.mkdir()
     data = load("mnist", target, CPU)
     assert len(data.train) == 600 and (target / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
 
@@ -87,12 +88,14 @@ def test_download_with_a_wrong_checksum_is_refused(mirror, tmp_path, monkeypatch
     _, url = mirror
     monkeypatch.setattr(datasets.MNIST, "mirrors", [url])
     monkeypatch.setattr(datasets.MNIST, "resources", [(f"{name}.gz", "0" * 32) for name in RAW])
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="download"):
         load("mnist", tmp_path / "empty", CPU)
 
 
 def test_failed_download_names_every_way_to_get_the_data(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.FashionMNIST, "mirrors", [f"http://127.0.0.1:{free_port()}/"])
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DataError) as err:
         load("fashion-mnist", tmp_path / "empty", CPU)
     message = str(err.value)

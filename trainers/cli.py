@@ -9,7 +9,7 @@ import click
 import torch
 
 from trainers import mlp, mlp_lowlevel, nn_softmax, scratch_softmax
-from trainers.command import UserError, resolve_device
+from trainers.command import UserError, resolve_device, server_url
 from trainers.data import DataError, load
 from trainers.loop import evaluate
 from trainers.run import RunDir
@@ -20,7 +20,8 @@ TRAINERS = {module.NAME: module for module in (scratch_softmax, nn_softmax, mlp_
 
 @click.command("replay")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--server", envvar="VISDOM_SERVER_URL", default="http://localhost", show_default=True)
+@click.option("--server", envvar="VISDOM_SERVER_URL", default="http://localhost", show_default=True,
+              callback=server_url)
 @click.option("--port", envvar="VISDOM_PORT", type=click.IntRange(1, 65535), default=8097, show_default=True)
 @click.option("--env", default=None, help="Environment to rebuild; default: the run's own.")
 def replay_command(run_dir: Path, server: str, port: int, env: str | None):

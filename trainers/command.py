@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 import torch
+from click.core import ParameterSource
 from tqdm import tqdm
 
 from trainers.config import MLPConfig, TrainConfig
 from trainers.data import DATASETS, DataError, load
-from trainers.loop import Diverged, Evaluation, Parts, Progress, fit
+from trainers.loop import Diverged, Evaluation, Interrupted, Parts, Progress, fit
 from trainers.report import report_epoch, sample_indices
 from trainers.run import RunDir
 from viz.sink import Sink
@@ -22,6 +26,14 @@ class UserError(click.ClickException):
     """A mistake in the user's input or setup: one line, exit status 2."""
 
     exit_code = 2
+
+
+class Stopped(click.ClickException):
+    """Training was stopped by a signal: exit status 128 + the signal's number."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class DivergedError(click.ClickException):
@@ -47,6 +59,14 @@ class HiddenSizes(click.ParamType):
         return sizes
 
 
+def server_url(ctx, param, value: str) -> str:
+    """Check that --server is an http(s) URL with a host."""
+    parsed = urllib.parse.urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("", "/"):
+        raise click.BadParameter(f"{value!r} is not a server URL like http://localhost", ctx, param)
+    return value.rstrip("/")
+
+
 def train_options(config: type[TrainConfig], hidden: bool = False, activation: bool = False):
     """Click options for every field of ``config``, with the dataclass defaults.
 
@@ -70,7 +90,7 @@ def train_options(config: type[TrainConfig], hidden: bool = False, activation: b
         click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=d["out"], show_default=True,
                      help="Folder that receives the run folder."),
         click.option("--viz/--no-viz", default=d["viz"], show_default=True, help="Stream to the visdom dashboard."),
-        click.option("--server", envvar="VISDOM_SERVER_URL", default=d["server"], show_default=True,
+        click.option("--server", envvar="VISDOM_SERVER_URL", default=d["server"], show_default=True, callback=server_url,
                      help="Visdom server URL (env VISDOM_SERVER_URL)."),
         click.option("--port", envvar="VISDOM_PORT", type=click.IntRange(1, 65535), default=d["port"], show_default=True,
                      help="Visdom server port (env VISDOM_PORT)."),
@@ -79,6 +99,10 @@ def train_options(config: type[TrainConfig], hidden: bool = False, activation: b
                      help="Steps between training-loss points."),
         click.option("--images", type=click.IntRange(1, 256), default=d["images"], show_default=True,
                      help="Test images in the prediction grid."),
+        click.option("--save-every", type=positive, default=d["save_every"], show_default=True,
+                     help="Epochs between checkpoints (the last epoch and a stop always save)."),
+        click.option("--resume", type=click.Path(path_type=Path, file_okay=False), default=None,
+                     help="Continue the run in this folder where it stopped."),
     ]
     if hidden:
         options.append(click.option("--hidden", type=HiddenSizes(), default=",".join(map(str, d["hidden"])),
@@ -110,29 +134,77 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+class StopSignals:
+    """Turns the first Ctrl-C (SIGINT) or SIGTERM into a request to stop after the current step.
+
+    A second signal ends the process at once: checkpoints are written to a temporary file
+    and renamed, so leaving mid-write never corrupts the last good one.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            os._exit(128 + signum)
+        self.signum = signum
+        tqdm.write(f"{signal.Signals(signum).name}: stopping after this step (again to quit at once)")
+
+    def requested(self) -> bool:
+        """Whether a stop was asked for."""
+        return self.signum is not None
+
+
 def train(config: TrainConfig, build: Callable[[TrainConfig, torch.device], Parts]) -> None:
-    """Run one trainer end to end: data, run folder, training, checkpoint, summary line."""
+    """Run one trainer end to end: data, run folder, training, checkpoints, summary line.
+
+    With ``config.resume`` it continues that run folder from its checkpoint instead.
+    """
     device = resolve_device(config.device)
+    state = None
+    if config.resume is not None:
+        run, state = open_run(config)
+        config = resumed_config(config, state)
     try:
         data = load(config.dataset, config.data_dir, device)
     except DataError as err:
         raise UserError(str(err)) from None
     if config.batch_size > len(data.train):
         raise UserError(f"--batch-size {config.batch_size} is larger than the {len(data.train)} training samples")
-    try:
-        run = RunDir.create(config.out, config.trainer)
-    except OSError as err:
-        raise UserError(f"cannot create a run folder in {config.out}: {err.strerror}; pick another --out") from None
+    if state is None:
+        run = new_run(config)
 
     torch.manual_seed(config.seed)
     parts = build(config, device)
-    settings = {**config.to_dict(), "env": config.env or run.name, "run_dir": str(run.path), "torch": torch.__version__,
-                "device_name": str(device), "data_source": str(data.source)}
-    run.write_config(settings)
-    sink = make_sink(config, run)
-    sink.config(settings)
-    samples = sample_indices(len(data.test), config.images, config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
     progress = Progress()
+    if state is None:
+        settings = {**config.to_dict(), "env": config.env or run.name, "run_dir": str(run.path),
+                    "torch": torch.__version__, "device_name": str(device), "data_source": str(data.source)}
+        run.write_config(settings)
+    else:
+        parts.model.load_state_dict(state["model"])
+        parts.optimizer.load_state_dict(state["optimizer"])
+        progress = Progress(**state["progress"])
+        generator.set_state(state["generator"])
+        run.truncate_metrics(progress.step)
+    sink = make_sink(config, run, resumed=state is not None)
+    if state is None:
+        sink.config(settings)
+    samples = sample_indices(len(data.test), config.images, config.seed)
+
+    def save() -> None:
+        run.save_checkpoint(checkpoint(parts, config, progress, generator))
 
     def on_steps(epoch: int, points: list[tuple[int, float]]) -> None:
         run.append_metrics([{"kind": "step", "epoch": epoch, "step": s, "train_loss": v} for s, v in points])
@@ -141,7 +213,8 @@ def train(config: TrainConfig, build: Callable[[TrainConfig, torch.device], Part
 
     def on_epoch(record: dict, test: Evaluation) -> None:
         run.append_metrics([record])
-        run.save_checkpoint(checkpoint(parts, config, progress, record))
+        if record["epoch"] % config.save_every == 0 or record["epoch"] == config.epochs:
+            save()
         if sink.active:
             report_epoch(sink, record, test, parts, data, samples, trace_name(config, run), config.lr)
         tqdm.write(
@@ -150,26 +223,74 @@ def train(config: TrainConfig, build: Callable[[TrainConfig, torch.device], Part
             f"acc {record['test_acc']:.4f}  {record['seconds']:.2f} s"
         )
 
-    try:
-        record = fit(parts, data, epochs=config.epochs, batch_size=config.batch_size,
-                     generator=torch.Generator().manual_seed(config.seed), progress=progress,
-                     log_every=config.log_every, on_steps=on_steps, on_epoch=on_epoch)
-    except Diverged as err:
-        raise DivergedError(
-            f"{err}; the last good epoch's checkpoint and metrics are in {run.path}. Try a smaller --lr"
-        ) from None
-    finally:
-        sink.close()
+    # The handlers stay installed while a stop is saved, so a second signal still quits at once.
+    with StopSignals() as stop:
+        try:
+            record = fit(parts, data, epochs=config.epochs, batch_size=config.batch_size, generator=generator,
+                         progress=progress, log_every=config.log_every, on_steps=on_steps, on_epoch=on_epoch,
+                         should_stop=stop.requested)
+        except Interrupted:
+            save()
+            sink.save()
+            raise Stopped(
+                f"{signal.Signals(stop.signum).name} at epoch {progress.epoch + 1}, step {progress.step}: "
+                f"checkpoint and metrics saved in {run.path}; continue with: "
+                f"trainviz {config.trainer} --resume {run.path}",
+                128 + stop.signum,
+            ) from None
+        except Diverged as err:
+            raise DivergedError(
+                f"{err}; the last good epoch's checkpoint and metrics are in {run.path}. Try a smaller --lr"
+            ) from None
+        finally:
+            sink.close()
     click.echo(f"{run.path}: test accuracy {record['test_acc']:.4f} after {record['epoch']} epochs")
 
 
-def make_sink(config: TrainConfig, run: RunDir) -> Sink:
-    """The null sink for --no-viz, else a Visdom sink that also writes RUN_DIR/events.jsonl."""
+def new_run(config: TrainConfig) -> RunDir:
+    """A fresh run folder under ``config.out``, or a UserError saying why there cannot be one."""
+    try:
+        return RunDir.create(config.out, config.trainer)
+    except OSError as err:
+        raise UserError(f"cannot create a run folder in {config.out}: {err.strerror}; pick another --out") from None
+
+
+def open_run(config: TrainConfig) -> tuple[RunDir, dict]:
+    """The run folder named by --resume and its checkpoint, or a UserError."""
+    run = RunDir(config.resume)
+    if not (run.config_file.is_file() and run.checkpoint_file.is_file()):
+        raise UserError(f"--resume {config.resume} is not a trainviz run folder (no config.json and checkpoint.pt)")
+    try:
+        state = run.load_checkpoint()
+    except Exception as err:  # a damaged file surfaces as one of many pickle/zip errors
+        raise UserError(f"cannot read {run.checkpoint_file}: {err}") from None
+    if state["config"].get("trainer") != config.trainer:
+        raise UserError(f"--resume {config.resume} is a {state['config'].get('trainer')} run; "
+                        f"resume it with: trainviz {state['config'].get('trainer')} --resume {config.resume}")
+    return run, state
+
+
+def resumed_config(given: TrainConfig, state: dict) -> TrainConfig:
+    """The run's own settings, with where to show it (and a larger --epochs) from this command line."""
+    config = type(given).from_dict(state["config"])
+    ctx = click.get_current_context(silent=True)
+    explicit = ctx is not None and ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE
+    return dataclasses.replace(
+        config, viz=given.viz, server=given.server, port=given.port, device=given.device,
+        epochs=given.epochs if explicit else config.epochs, resume=given.resume,
+    )
+
+
+def make_sink(config: TrainConfig, run: RunDir, resumed: bool = False) -> Sink:
+    """The null sink for --no-viz, else a Visdom sink that also writes RUN_DIR/events.jsonl.
+
+    A resumed run first redraws its environment from the events it already has.
+    """
     if not config.viz:
         return Sink()
     from viz.visdom_sink import VisdomSink  # imports requests and visdom: only when streaming
 
-    return VisdomSink(config.server, config.port, run.read_config()["env"], run.events_file)
+    return VisdomSink(config.server, config.port, run.read_config()["env"], run.events_file, rebuild_first=resumed)
 
 
 def trace_name(config: TrainConfig, run: RunDir) -> str:
@@ -180,13 +301,12 @@ def trace_name(config: TrainConfig, run: RunDir) -> str:
     return f"{run.name} ({settings})"
 
 
-def checkpoint(parts: Parts, config: TrainConfig, progress: Progress, record: dict) -> dict:
-    """Everything needed to evaluate or continue the run."""
+def checkpoint(parts: Parts, config: TrainConfig, progress: Progress, generator: torch.Generator) -> dict:
+    """Everything needed to evaluate the model or continue the run exactly."""
     return {
         "model": parts.model.state_dict(),
         "optimizer": parts.optimizer.state_dict(),
         "config": config.to_dict(),
-        "epoch": progress.epoch,
-        "step": progress.step,
-        "metrics": record,
+        "progress": dataclasses.asdict(progress),
+        "generator": generator.get_state(),
     }

@@ -26,6 +26,8 @@ class TrainConfig:
     env: str | None = None  # visdom environment; None names it after the RUN_DIR
     log_every: int = 1  # steps between training-loss points (metrics.jsonl and dashboard)
     images: int = 32  # test images shown in the prediction grid
+    save_every: int = 1  # epochs between checkpoints
+    resume: Path | None = None  # run folder to continue instead of starting a new one
 
     def to_dict(self) -> dict:
         """Every setting as JSON-ready values."""
@@ -36,7 +38,7 @@ class TrainConfig:
         """Rebuild a config saved by `to_dict`, ignoring keys this class does not know."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in values.items() if k in fields}
-        for key in ("data_dir", "out"):
+        for key in ("data_dir", "out", "resume"):
             if kwargs.get(key) is not None:
                 kwargs[key] = Path(kwargs[key])
         if "hidden" in kwargs:

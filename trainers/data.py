@@ -66,19 +66,20 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[tuple]:
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, skip: int = 0) -> Iterator[tuple]:
         """Yield (images, labels) batches; shuffled when a generator is given, in order otherwise.
 
-        The last batch is smaller when the size does not divide the split.
+        The last batch is smaller when the size does not divide the split. ``skip`` leaves
+        out the first batches of the order (a resumed epoch has done them already).
         """
         n = len(self)
         if generator is None:
-            for start in range(0, n, batch_size):
+            for start in range(skip * batch_size, n, batch_size):
                 yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
             return
         # One permutation per epoch, drawn on the CPU so a seed means the same order everywhere.
         order = torch.randperm(n, generator=generator).to(self.labels.device)
-        for start in range(0, n, batch_size):
+        for start in range(skip * batch_size, n, batch_size):
             index = order[start:start + batch_size]
             yield self.images[index], self.labels[index]
 
@@ -122,7 +123,9 @@ def load(dataset: str, data_dir: Path | None, device: torch.device) -> Data:
 def _find_root(spec: DatasetSpec, data_dir: Path | None) -> Path:
     """A folder torchvision's class can read the dataset from, downloading as a last resort."""
     if data_dir is not None:
-        if data_dir.exists() and not data_dir.is_dir():
+        if not data_dir.exists():
+            raise DataError(f"--data-dir {data_dir} does not exist; create it to let torchvision download into it")
+        if not data_dir.is_dir():
             raise DataError(f"--data-dir {data_dir} is a file, not a folder")
         return _usable_root(spec, data_dir) or _download(spec, data_dir)
     cache = cache_dir() / "data"

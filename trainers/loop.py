@@ -71,10 +71,19 @@ def evaluate(parts: Parts, split: Split) -> Evaluation:
 
 @dataclass
 class Progress:
-    """Where a run stands; the loop updates it, checkpoints save it."""
+    """Where a run stands; the loop updates it, checkpoints save it, a resume restores it."""
 
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken
+    batch: int = 0  # batches done in the unfinished epoch (0: at an epoch boundary)
+    loss_sum: float = 0.0  # the unfinished epoch's summed training loss ...
+    correct: int = 0  # ... and correct predictions so far
+    seconds: float = 0.0  # time already spent in the unfinished epoch
+    order_state: torch.Tensor | None = None  # shuffling generator state when that epoch began
+
+
+class Interrupted(Exception):
+    """Training stopped after a step because a stop was requested; ``progress`` says where."""
 
 
 def fit(
@@ -88,8 +97,9 @@ def fit(
     log_every: int = 1,
     on_steps: Callable[[int, list[tuple[int, float]]], None] = lambda epoch, points: None,
     on_epoch: Callable[[dict, Evaluation], None] = lambda record, test: None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> dict:
-    """Train ``parts`` from ``progress.epoch`` up to ``epochs`` and return the last epoch's record.
+    """Train ``parts`` from ``progress`` up to ``epochs`` and return the last epoch's record.
 
     Args:
         parts: model, loss and optimizer.
@@ -97,13 +107,16 @@ def fit(
         epochs: the epoch to stop after (1-based, counting epochs done before a resume).
         batch_size: samples per optimizer step.
         generator: draws each epoch's shuffling order.
-        progress: epoch and step counters, advanced in place.
+        progress: where to start (``Progress()`` for a new run), advanced in place.
         log_every: report the training loss of every Nth step to ``on_steps``.
         on_steps: called with (epoch, [(step, loss), ...]) a few times per epoch.
         on_epoch: called after each epoch with its record and the test evaluation.
+        should_stop: checked after every step; True ends training with ``Interrupted``.
 
     Raises:
         Diverged: a step's loss was NaN or infinite.
+        Interrupted: ``should_stop`` said so; ``progress`` holds the exact position, and
+            fitting again from it gives the same result as never stopping.
 
     Example:
         >>> record = fit(parts, data, epochs=1, batch_size=256,  # doctest: +SKIP
@@ -116,12 +129,19 @@ def fit(
     device = data.train.labels.device
     while progress.epoch < epochs:
         epoch = progress.epoch + 1
-        started = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
+        started = time.perf_counter() - progress.seconds
+        # A resumed epoch replays its shuffling order and skips the batches already done.
+        if progress.batch:
+            generator.set_state(progress.order_state)
+        else:
+            progress.order_state = generator.get_state()
+        loss_sum = torch.tensor(progress.loss_sum, device=device)
+        correct = torch.tensor(progress.correct, device=device)
         pending: list[tuple[int, torch.Tensor]] = []
-        bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{epochs}", unit="step", leave=False)
-        for i, (images, labels) in enumerate(data.train.batches(batch_size, generator), 1):
+        bar = tqdm(total=n_batches, initial=progress.batch, desc=f"epoch {epoch}/{epochs}", unit="step",
+                   leave=False)
+        batches = data.train.batches(batch_size, generator, skip=progress.batch)
+        for i, (images, labels) in enumerate(batches, progress.batch + 1):
             # forward, backward, update
             logits = parts.model(images)
             loss = parts.loss(logits, labels)
@@ -136,12 +156,18 @@ def fit(
             correct.add_((logits.argmax(dim=1) == labels).sum())
             if progress.step % log_every == 0:
                 pending.append((progress.step, loss))
-            if len(pending) >= SYNC_EVERY or (i == n_batches and pending):
+            stop = i < n_batches and should_stop()
+            if pending and (len(pending) >= SYNC_EVERY or i == n_batches or stop):
                 points = _read_back(pending)
                 pending = []
                 on_steps(epoch, points)
                 bar.set_postfix(loss=f"{points[-1][1]:.4f}", refresh=False)
                 bar.update(i - bar.n)
+            if stop:
+                bar.close()
+                progress.batch, progress.loss_sum, progress.correct = i, loss_sum.item(), int(correct.item())
+                progress.seconds = time.perf_counter() - started
+                raise Interrupted()
         bar.update(n_batches - bar.n)
         train_loss = loss_sum.item() / len(data.train)
         if not math.isfinite(train_loss):
@@ -149,15 +175,18 @@ def fit(
 
         # evaluate on the test set
         test = evaluate(parts, data.test)
-        progress.epoch = epoch
+        progress.epoch, progress.batch, progress.loss_sum, progress.correct = epoch, 0, 0.0, 0
         record = {
             "kind": "epoch", "epoch": epoch, "step": progress.step,
             "train_loss": train_loss, "train_acc": correct.item() / len(data.train),
             "test_loss": test.loss, "test_acc": test.accuracy,
             "seconds": time.perf_counter() - started,
         }
+        progress.seconds = 0.0
         bar.close()
         on_epoch(record, test)
+        if should_stop() and progress.epoch < epochs:
+            raise Interrupted()
     return record
 
 

@@ -57,6 +57,13 @@ class RunDir:
             return []
         return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
 
+    def truncate_metrics(self, step: int) -> None:
+        """Drop records after ``step``: a resume continues from the checkpoint, not from later lines."""
+        kept = [r for r in self.read_metrics() if r["step"] <= step]
+        partial = self.metrics_file.with_suffix(".jsonl.partial")
+        partial.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(partial, self.metrics_file)
+
     def save_checkpoint(self, state: dict) -> None:
         """Write checkpoint.pt atomically: a crash mid-write leaves the previous one intact."""
         partial = self.checkpoint_file.with_suffix(".pt.partial")

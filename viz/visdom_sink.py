@@ -61,6 +61,8 @@ class VisdomSink(Sink):
         env: the run's environment name.
         events_file: events.jsonl; every event is appended to it before it is queued.
         connect_with: how to get a client (tests pass a mock).
+        rebuild_first: redraw the environment from events_file before sending anything
+            (a resumed run continues an environment this process did not draw).
 
     Example:
         >>> sink = VisdomSink("http://localhost", 8097, "demo", Path("events.jsonl"))  # doctest: +SKIP
@@ -71,7 +73,8 @@ class VisdomSink(Sink):
     active = True
 
     def __init__(self, server: str, port: int, env: str, events_file: Path,
-                 connect_with=connect, flush_seconds: float = FLUSH_SECONDS, max_pending: int = MAX_PENDING):
+                 connect_with=connect, flush_seconds: float = FLUSH_SECONDS, max_pending: int = MAX_PENDING,
+                 rebuild_first: bool = False):
         self.server, self.port, self.env = server, port, env
         self.events_path = Path(events_file)
         # Line-buffered: a killed process still leaves every event it reported on disk.
@@ -82,7 +85,7 @@ class VisdomSink(Sink):
         self._pending: list[dict] = []
         self._closing = False
         # Set when something queued may not have reached the server: rebuild before sending more.
-        self._stale = False
+        self._stale = rebuild_first
         self._reported = False  # an unexpected sending error was already shown
         self.vis = connect_with(server, port, env)
         self.renderer = Renderer(self.vis, env) if self.vis else None

@@ -1,0 +1,188 @@
+"""Interrupt and resume, divergence, and every remaining kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import free_port, write_idx_dir
+from tests.test_bad_input import assert_one_line_error
+from trainers.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def records(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock field."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+
+def wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: float = 60) -> Path:
+    """Poll until the run in ``out`` has written its ``epoch`` record; return the run folder."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        for metrics in out.glob("*/metrics.jsonl"):
+            if any(json.loads(line).get("epoch") == epoch and json.loads(line)["kind"] == "epoch"
+                   for line in metrics.read_text().splitlines() if line.strip()):
+                return metrics.parent
+        time.sleep(0.02)
+    raise AssertionError(f"epoch {epoch} never finished")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_stopped_then_resumed_run_ends_like_an_uninterrupted_one(signum, status, tmp_path):
+    data = write_idx_dir(tmp_path / "idx", n_train=2000)
+    args = ["mlp", "--data-dir", str(data), "--epochs", "3", "--batch-size", "4", "--seed", "5", "--no-viz"]
+
+    whole = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    (whole_dir,) = (tmp_path / "whole").iterdir()
+
+    out = tmp_path / "stopped"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "trainers", *args, "--out", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_dir = wait_for_epoch(out, 1, proc)
+        time.sleep(0.1)  # into epoch 2: the stop lands mid-epoch
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == status, stderr
+    assert "Traceback" not in stderr
+    assert f"--resume {run_dir}" in stderr.strip().splitlines()[-1]
+    stopped = records(run_dir)
+    assert stopped[-1]["kind"] == "step" and stopped[-1]["epoch"] == 2, "expected a stop inside epoch 2"
+
+    resumed = CliRunner().invoke(cli, ["mlp", "--resume", str(run_dir), "--no-viz"])
+    assert resumed.exit_code == 0, resumed.output
+    assert records(run_dir) == records(whole_dir)
+
+
+def test_resume_of_a_finished_run_with_more_epochs_continues_it(idx_dir, tmp_path):
+    out = tmp_path / "runs"
+    first = CliRunner().invoke(cli, ["nn-softmax", "--data-dir", str(idx_dir), "--epochs", "1", "--no-viz",
+                                     "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    (run_dir,) = out.iterdir()
+    more = CliRunner().invoke(cli, ["nn-softmax", "--resume", str(run_dir), "--epochs", "2", "--no-viz"])
+    assert more.exit_code == 0, more.output
+    assert [r["epoch"] for r in records(run_dir) if r["kind"] == "epoch"] == [1, 2]
+
+
+def test_divergence_stops_with_status_3_and_keeps_finite_metrics(idx_dir, tmp_path):
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(cli, ["mlp", "--data-dir", str(idx_dir), "--lr", "1e6",
+                                      "--no-viz", "--out", str(out)])
+    assert result.exit_code == 3, result.output
+    line = result.stderr.strip().splitlines()[-1]
+    assert "diverged at step" in line and "smaller --lr" in line and "Traceback" not in result.output
+    (run_dir,) = out.iterdir()
+    text = (run_dir / "metrics.jsonl").read_text() if (run_dir / "metrics.jsonl").exists() else ""
+    assert "NaN" not in text and "Infinity" not in text
+    assert not (run_dir / "checkpoint.pt").exists()  # no epoch finished: nothing looks like a finished run
+
+
+def test_divergence_after_a_good_epoch_keeps_that_epoch(tmp_path, monkeypatch):
+    """A loss that turns NaN in epoch 2 leaves epoch 1's checkpoint and records intact."""
+    import torch
+
+    from trainers import nn_softmax
+
+    data = write_idx_dir(tmp_path / "idx")
+    original = nn_softmax.build
+
+    def poisoned(config, device):
+        parts = original(config, device)
+        loss, calls = parts.loss, {"n": 0}
+
+        def loss_fn(logits, labels):
+            calls["n"] += 1
+            value = loss(logits, labels)
+            return value * torch.nan if calls["n"] > 25 else value  # 19 steps an epoch at batch 32
+
+        parts.loss = loss_fn
+        return parts
+
+    monkeypatch.setattr(nn_softmax, "build", poisoned)
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(cli, ["nn-softmax", "--data-dir", str(data), "--batch-size", "32",
+                                      "--no-viz", "--out", str(out)])
+    assert result.exit_code == 3, result.output
+    (run_dir,) = out.iterdir()
+    epochs = [r for r in records(run_dir) if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1]
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert state["progress"]["epoch"] == 1
+
+
+def bad(tmp_path: Path) -> dict[str, list[str]]:
+    """Each bad invocation, by name."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    not_a_run = tmp_path / "not-a-run"
+    not_a_run.mkdir()
+    return {
+        "epochs non-numeric": ["mlp", "--epochs", "ten"],
+        "negative batch": ["mlp", "--batch-size", "-3"],
+        "negative images": ["mlp", "--images", "0"],
+        "log-every zero": ["mlp", "--log-every", "0"],
+        "save-every zero": ["mlp", "--save-every", "0"],
+        "port out of range": ["mlp", "--port", "70000"],
+        "negative slope": ["mlp", "--negative-slope", "-1"],
+        "unknown device": ["nn-softmax", "--device", "gpu"],
+        "data dir missing": ["nn-softmax", "--data-dir", str(tmp_path / "nowhere")],
+        "data dir is a file": ["nn-softmax", "--data-dir", str(a_file)],
+        "out not writable": ["nn-softmax", "--out", str(a_file / "runs")],
+        "resume not a run": ["nn-softmax", "--resume", str(not_a_run)],
+        "malformed server": ["nn-softmax", "--server", "localhost:8097/x"],
+        "server not http": ["nn-softmax", "--server", "ftp://localhost"],
+        "replay not a run": ["replay", str(not_a_run)],
+        "evaluate not a run": ["evaluate", str(not_a_run)],
+        "empty data dir, download fails": ["nn-softmax", "--data-dir", str(empty)],
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "epochs non-numeric", "negative batch", "negative images", "log-every zero", "save-every zero",
+    "port out of range", "negative slope", "unknown device", "data dir missing", "data dir is a file",
+    "out not writable", "resume not a run", "malformed server", "server not http", "replay not a run",
+    "evaluate not a run", "empty data dir, download fails",
+])
+def test_every_bad_input_is_one_line_and_status_2(case, idx_dir, tmp_path, monkeypatch):
+    from torchvision import datasets
+
+    # The failed download must fail here, on a dead loopback port, never on the internet.
+    monkeypatch.setattr(datasets.FashionMNIST, "mirrors", [f"http://127.0.0.1:{free_port()}/"])
+    args = bad(tmp_path)[case]
+    if args[0] in ("mlp", "nn-softmax") and "--data-dir" not in args:
+        args = [*args, "--data-dir", str(idx_dir)]
+    if args[0] in ("mlp", "nn-softmax") and "--out" not in args:
+        args = [*args, "--out", str(tmp_path / "runs")]
+    result = CliRunner().invoke(cli, [*args, "--no-viz"] if args[0] in ("mlp", "nn-softmax") else args)
+    assert_one_line_error(result)
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(runs.iterdir()), "a failed start must not leave a run folder"
+
+
+def test_resume_with_the_wrong_trainer_names_the_right_one(idx_dir, tmp_path):
+    out = tmp_path / "runs"
+    CliRunner().invoke(cli, ["nn-softmax", "--data-dir", str(idx_dir), "--epochs", "1", "--no-viz", "--out", str(out)])
+    (run_dir,) = out.iterdir()
+    result = CliRunner().invoke(cli, ["mlp", "--resume", str(run_dir), "--no-viz"])
+    assert_one_line_error(result, "nn-softmax --resume")
