@@ -185,7 +185,8 @@ def test_heatmap_bars_histogram_text_and_config_requests():
     np.testing.assert_array_equal(heatmap.pop("X"), [[3.0, 1.0], [0.0, 4.0]])
     assert heatmap == dict(win="confusion", env=ENV, opts={
         "title": WINDOWS["confusion"].title, "width": 560, "height": 460, "xlabel": "predicted",
-        "ylabel": "true", "rownames": ["a", "b"], "columnnames": ["a", "b"], "colormap": "Viridis"})
+        "ylabel": "true", "rownames": ["a", "b"], "columnnames": ["a", "b"], "colormap": "Viridis",
+        "layoutopts": {"plotly": {"margin": {"l": 100, "b": 90}}}})
 
     bar = vis.bar.call_args.kwargs
     np.testing.assert_array_equal(bar.pop("X"), [0.75, 1.0])
@@ -203,7 +204,7 @@ def test_heatmap_bars_histogram_text_and_config_requests():
     text, config = vis.text.call_args_list
     assert text.args == ("<table></table>",)
     assert config.kwargs == dict(win="config", env=ENV,
-                                 opts={"title": "Run config", "width": 480, "height": 420})
+                                 opts={"title": "Run config", "width": 480, "height": 600})
     assert "<b>lr</b></td><td>0.1</td>" in config.args[0] and "&lt;x&gt;" in config.args[0]
 
 
@@ -525,9 +526,10 @@ def test_report_weight_histogram_is_a_density_and_skips_biases():
     assert weight.min().item() < centers[0] < centers[-1] < weight.max().item()
 
 
-def test_report_without_mistakes_sends_no_mistakes_grid():
+def test_report_without_mistakes_says_so_instead_of_a_grid():
     events, _, _ = tiny_report(predicted=TEST_LABELS)
-    assert "mistakes" not in [e.get("win") for e in events]
+    (mistakes,) = [e for e in events if e.get("win") == "mistakes"]
+    assert mistakes["kind"] == "text" and "No mistakes" in mistakes["html"]
     assert next(e for e in events if e.get("win") == "confusion")["matrix"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
 
 

@@ -56,6 +56,8 @@ def report_epoch(sink: Sink, record: dict, test: Evaluation, parts: Parts, data:
         sink.images("mistakes", images.numpy(),
                     [caption(classes, int(labels[i]), int(predicted[i]), float(confidence[i])) for i in worst],
                     [True] * len(worst))
+    else:
+        sink.text("mistakes", f"<p>No mistakes on the test set at epoch {epoch}.</p>")
 
     # confusion matrix and per-class accuracy
     k = len(classes)

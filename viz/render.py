@@ -123,7 +123,8 @@ class Renderer:
     def _heatmap(self, event: dict) -> None:
         self.vis.heatmap(X=np.array(event["matrix"], dtype=float), win=event["win"], env=self.env,
                          opts=opts(event["win"], rownames=event["rows"], columnnames=event["columns"],
-                                   colormap="Viridis"))
+                                   colormap="Viridis",
+                                   layoutopts={"plotly": {"margin": {"l": 100, "b": 90}}}))
 
     def _bars(self, event: dict) -> None:
         self.vis.bar(X=np.array(event["values"], dtype=float), win=event["win"], env=self.env,

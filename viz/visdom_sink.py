@@ -31,10 +31,14 @@ logging.getLogger("visdom").setLevel(logging.ERROR)
 
 
 class Client(Visdom):
-    """A Visdom client whose requests time out."""
+    """A Visdom client whose requests time out and whose connection errors are raised, not printed."""
 
     def _handle_post(self, url, data=None):
         return self.session.post(url, data=data or {}, timeout=REQUEST_TIMEOUT).text
+
+    def win_exists(self, win, env=None):
+        """Whether the window is on the server; ConnectionError when the server does not answer."""
+        return self._win_exists_wrap(win, env) == "true"
 
 
 def connect(server: str, port: int, env: str) -> Client | None:

@@ -24,7 +24,7 @@ class Window:
 
 
 WINDOWS = {
-    "config": Window("Run config", width=480, height=420),
+    "config": Window("Run config", width=480, height=600),
     "train_loss": Window("Training loss per step (dots: epoch means)", "step", "cross-entropy"),
     "loss": Window("Loss per epoch", "epoch", "cross-entropy"),
     "accuracy": Window("Accuracy per epoch", "epoch", "accuracy"),
