@@ -429,3 +429,34 @@ def test_replay_rebuilds_the_run_and_skips_damaged_lines(killed_run, tmp_path):
         assert_compare_curve(replay_server.port, damaged)
     finally:
         replay_server.stop()
+
+
+def test_four_trainers_at_once_keep_their_own_windows(visdom_port, tmp_path):
+    """Four runs stream to one server together: each environment holds its own run only."""
+    from trainers.cli import TRAINERS
+
+    data = noisy_idx_dir(tmp_path / "idx")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    procs = {}
+    # A different batch size each gives each run its own step count, so crossed data would show.
+    for trainer, batch in zip(TRAINERS, (16, 24, 32, 40)):
+        procs[trainer] = subprocess.Popen(
+            [sys.executable, "-m", "trainers", trainer, "--data-dir", str(data), "--epochs", "2",
+             "--batch-size", str(batch), "--port", str(visdom_port), "--server", HOST,
+             "--out", str(tmp_path / "runs" / trainer)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for trainer, proc in procs.items():
+            _, stderr = proc.communicate(timeout=180)
+            assert proc.returncode == 0, f"{trainer}: {stderr}"
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    runs = [only_run(tmp_path / "runs" / trainer) for trainer in TRAINERS]
+    assert len({run.name for run in runs}) == 4
+    for run in runs:
+        assert_complete(visdom_port, run)
+        config = window_data(visdom_port, run.name)["config"]["content"]
+        assert run.name in config and all(other.name not in config for other in runs if other != run)
+        assert_compare_curve(visdom_port, run)

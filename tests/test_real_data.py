@@ -31,5 +31,5 @@ def test_one_epoch_on_fashion_mnist(trainer, tmp_path, monkeypatch):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["data_source"].startswith(os.environ["TRAINVIZ_CACHE"])
     last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["kind"] == "epoch" and last["step"] == 469  # 60000 / 128, rounded up
+    assert last["kind"] == "epoch" and last["step"] == 375  # 60000 / 160
     assert last["test_acc"] > 0.75, last

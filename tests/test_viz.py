@@ -128,7 +128,7 @@ def test_a_non_scalar_event_splits_the_batch_in_order():
 def test_compare_curves_are_redrawn_whole_and_created_when_missing():
     vis = mock_vis(exists=False)
     renderer = Renderer(vis, ENV)
-    trace = "run-1 (lr=0.1 bs=128)"
+    trace = "run-1 (lr=0.1 bs=160)"
     renderer.render([scalars("compare_acc", 1, {trace: 0.7}, env="compare")])
     vis.win_exists.return_value = True
     renderer.render([scalars("compare_acc", 2, {trace: 0.8}, env="compare")])
@@ -557,6 +557,6 @@ def test_make_sink_and_trace_name(tmp_path, monkeypatch, capsys):
 
     assert trace_name(TrainConfig(lr=0.05, batch_size=64), run) == f"{run.name} (lr=0.05 bs=64)"
     assert trace_name(MLPConfig(trainer="mlp", activation="leaky-relu", hidden=(64, 32)), run) == \
-        f"{run.name} (lr=0.1 bs=128 leaky-relu 64-32)"
+        f"{run.name} (lr=0.1 bs=160 leaky-relu 64-32)"
     assert trace_name(MLPConfig(trainer="mlp-lowlevel", activation="leaky-relu", hidden=(8,)), run) == \
-        f"{run.name} (lr=0.1 bs=128 relu 8)"
+        f"{run.name} (lr=0.1 bs=160 relu 8)"

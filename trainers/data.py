@@ -81,7 +81,8 @@ class Split:
         order = torch.randperm(n, generator=generator).to(self.labels.device)
         for start in range(skip * batch_size, n, batch_size):
             index = order[start:start + batch_size]
-            yield self.images[index], self.labels[index]
+            # index_select copies whole rows; images[index] takes the general, 3x slower path.
+            yield self.images.index_select(0, index), self.labels.index_select(0, index)
 
 
 @dataclass

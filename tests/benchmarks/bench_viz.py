@@ -48,7 +48,7 @@ def run_once(mode: str, epochs: int, port: int, out: Path, data_dir: str | None)
     original = command.make_sink
     if mode == "seeds":
         vis = connect("http://127.0.0.1", port, f"seeds-{time.time_ns()}")
-        command.make_sink = lambda config, run: SeedSink(vis)
+        command.make_sink = lambda config, run, resumed=False: SeedSink(vis)
     try:
         started = time.perf_counter()
         command.train(config, mlp.build)
