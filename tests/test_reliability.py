@@ -186,3 +186,27 @@ def test_resume_with_the_wrong_trainer_names_the_right_one(idx_dir, tmp_path):
     (run_dir,) = out.iterdir()
     result = CliRunner().invoke(cli, ["mlp", "--resume", str(run_dir), "--no-viz"])
     assert_one_line_error(result, "nn-softmax --resume")
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_quits_at_once_and_leaves_a_readable_checkpoint(tmp_path):
+    import torch
+
+    data = write_idx_dir(tmp_path / "idx", n_train=2000)
+    out = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainers", "mlp", "--data-dir", str(data), "--epochs", "20", "--batch-size", "4",
+         "--no-viz", "--out", str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_dir = wait_for_epoch(out, 1, proc)
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert state["progress"]["epoch"] >= 1
+    assert all(json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines())

@@ -134,7 +134,7 @@ def test_compare_curves_are_redrawn_whole_and_created_when_missing():
     renderer.render([scalars("compare_acc", 2, {trace: 0.8}, env="compare")])
     renderer.render([scalars("compare_acc", 3, {trace: 0.85}, env="compare"), {"kind": "save"}])
 
-    compare_opts = {"title": WINDOWS["compare_acc"].title, "width": 640, "height": 320, "xlabel": "epoch",
+    compare_opts = {"title": WINDOWS["compare_acc"].title, "width": 900, "height": 400, "xlabel": "epoch",
                     "ylabel": "accuracy", "showlegend": True, "legend": [trace]}
     assert line_calls(vis) == [
         dict(Y=[0.7], X=[1.0], win="compare_acc", env="compare", name=trace, opts=compare_opts),

@@ -39,8 +39,8 @@ WINDOWS = {
     "grad_norm": Window("Gradient norm per layer (last step)", "epoch", "L2 norm"),
     "throughput": Window("Throughput", "epoch", "samples/s"),
     "lr": Window("Learning rate", "epoch", "lr"),
-    "compare_acc": Window("Test accuracy of every run", "epoch", "accuracy", width=640, whole=True),
-    "compare_loss": Window("Test loss of every run", "epoch", "cross-entropy", width=640, whole=True),
+    "compare_acc": Window("Test accuracy of every run", "epoch", "accuracy", width=900, height=400, whole=True),
+    "compare_loss": Window("Test loss of every run", "epoch", "cross-entropy", width=900, height=400, whole=True),
 }
 
 
