@@ -138,37 +138,35 @@ def fit(
         loss_sum = torch.tensor(progress.loss_sum, device=device)
         correct = torch.tensor(progress.correct, device=device)
         pending: list[tuple[int, torch.Tensor]] = []
-        bar = tqdm(total=n_batches, initial=progress.batch, desc=f"epoch {epoch}/{epochs}", unit="step",
-                   leave=False)
         batches = data.train.batches(batch_size, generator, skip=progress.batch)
-        for i, (images, labels) in enumerate(batches, progress.batch + 1):
-            # forward, backward, update
-            logits = parts.model(images)
-            loss = parts.loss(logits, labels)
-            parts.optimizer.zero_grad()
-            loss.backward()
-            parts.optimizer.step()
+        with tqdm(total=n_batches, initial=progress.batch, desc=f"epoch {epoch}/{epochs}", unit="step",
+                  leave=False) as bar:
+            for i, (images, labels) in enumerate(batches, progress.batch + 1):
+                # forward, backward, update
+                logits = parts.model(images)
+                loss = parts.loss(logits, labels)
+                parts.optimizer.zero_grad()
+                loss.backward()
+                parts.optimizer.step()
 
-            # bookkeeping on the device, read back only every SYNC_EVERY steps
-            progress.step += 1
-            loss = loss.detach()
-            loss_sum.add_(loss, alpha=len(labels))
-            correct.add_((logits.argmax(dim=1) == labels).sum())
-            if progress.step % log_every == 0:
-                pending.append((progress.step, loss))
-            stop = i < n_batches and should_stop()
-            if pending and (len(pending) >= SYNC_EVERY or i == n_batches or stop):
-                points = _read_back(pending)
-                pending = []
-                on_steps(epoch, points)
-                bar.set_postfix(loss=f"{points[-1][1]:.4f}", refresh=False)
-                bar.update(i - bar.n)
-            if stop:
-                bar.close()
-                progress.batch, progress.loss_sum, progress.correct = i, loss_sum.item(), int(correct.item())
-                progress.seconds = time.perf_counter() - started
-                raise Interrupted()
-        bar.update(n_batches - bar.n)
+                # bookkeeping on the device, read back only every SYNC_EVERY steps
+                progress.step += 1
+                loss = loss.detach()
+                loss_sum.add_(loss, alpha=len(labels))
+                correct.add_((logits.argmax(dim=1) == labels).sum())
+                if progress.step % log_every == 0:
+                    pending.append((progress.step, loss))
+                stop = i < n_batches and should_stop()
+                if pending and (len(pending) >= SYNC_EVERY or i == n_batches or stop):
+                    points = _read_back(pending)
+                    pending = []
+                    on_steps(epoch, points)
+                    bar.set_postfix(loss=f"{points[-1][1]:.4f}", refresh=False)
+                    bar.update(i - bar.n)
+                if stop:
+                    progress.batch, progress.loss_sum, progress.correct = i, loss_sum.item(), int(correct.item())
+                    progress.seconds = time.perf_counter() - started
+                    raise Interrupted()
         train_loss = loss_sum.item() / len(data.train)
         if not math.isfinite(train_loss):
             raise Diverged(progress.step, train_loss)
@@ -183,7 +181,6 @@ def fit(
             "seconds": time.perf_counter() - started,
         }
         progress.seconds = 0.0
-        bar.close()
         on_epoch(record, test)
         if should_stop() and progress.epoch < epochs:
             raise Interrupted()
