@@ -20,6 +20,12 @@ def sample_indices(n_test: int, count: int, seed: int) -> torch.Tensor:
     return torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))[:count]
 
 
+def pixels(data: Data, index: torch.Tensor):
+    """Test images at ``index`` as uint8 (N, 28, 28) on the CPU."""
+    images = data.test.images.index_select(0, index.to(data.test.images.device)).squeeze(1)
+    return (images * 255).round().byte().cpu().numpy()
+
+
 def caption(classes: tuple[str, ...], true: int, predicted: int, confidence: float) -> str:
     """Two short lines: the true class, and the prediction with its probability."""
     return f"{classes[true][:13]}\n-> {classes[predicted][:10]} {confidence:.0%}"
@@ -42,9 +48,8 @@ def report_epoch(sink: Sink, record: dict, test: Evaluation, parts: Parts, data:
     sink.scalars("compare_loss", x=epoch, values={trace: record["test_loss"]}, env=COMPARE_ENV)
 
     # the sample grid and its table
-    images = (data.test.images[samples.to(data.test.images.device)].squeeze(1) * 255).round().byte().cpu()
     rows = [(int(labels[i]), int(predicted[i]), float(confidence[i])) for i in samples]
-    sink.images("samples", images.numpy(), [caption(classes, *row) for row in rows],
+    sink.images("samples", pixels(data, samples), [caption(classes, *row) for row in rows],
                 [t != p for t, p, _ in rows])
     sink.text("predictions", predictions_table(classes, rows, epoch))
 
@@ -52,8 +57,7 @@ def report_epoch(sink: Sink, record: dict, test: Evaluation, parts: Parts, data:
     wrong = (predicted != labels).nonzero().squeeze(1)
     worst = wrong[confidence[wrong].argsort(descending=True)[:MISTAKES]]
     if len(worst):
-        images = (data.test.images[worst.to(data.test.images.device)].squeeze(1) * 255).round().byte().cpu()
-        sink.images("mistakes", images.numpy(),
+        sink.images("mistakes", pixels(data, worst),
                     [caption(classes, int(labels[i]), int(predicted[i]), float(confidence[i])) for i in worst],
                     [True] * len(worst))
     else:
