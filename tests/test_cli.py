@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from trainers.cli import TRAINERS, cli
+from trainers.catalog import TRAINERS
+from trainers.cli import cli
 
+ROOT = Path(__file__).resolve().parent.parent
 EPOCH_KEYS = {"kind", "epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"}
 
 
@@ -96,3 +99,56 @@ def test_python_dash_m_trainers_is_the_same_command():
 
     out = subprocess.run([sys.executable, "-m", "trainers", "--help"], capture_output=True, text=True, check=True)
     assert all(name in out.stdout for name in TRAINERS)
+
+
+# What each command imported, run in a fresh interpreter: torch and torchvision must not be there.
+IMPORTS_SCRIPT = """
+import sys
+from trainers.cli import cli
+status = cli.main(sys.argv[1:], prog_name="trainviz", standalone_mode=False)
+print("HEAVY", [name for name in ("torch", "torchvision") if name in sys.modules], file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"], ["--version"], ["mlp", "--help"], ["mlp", "--lr", "abc"], ["mlp", "--env", "../../tmp/x"],
+    ["nn-softmax", "--server", "ftp://x"], ["server", "status", "--port", "1"], ["replay", "nowhere"],
+    ["evaluate", "nowhere"],
+], ids=" ".join)
+def test_commands_that_do_not_train_never_import_torch(args, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", IMPORTS_SCRIPT, *args], capture_output=True, text=True,
+                            cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert "HEAVY []" in result.stderr, result.stderr
+
+
+def test_replay_of_a_real_run_imports_no_torch(idx_dir, tmp_path):
+    """replay reads events.jsonl and draws through visdom's client, which would import torch itself."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"env": "r"}')
+    (run / "events.jsonl").write_text('{"kind": "text", "win": "predictions", "html": "x"}\n')
+    port = __import__("tests.conftest", fromlist=["free_port"]).free_port()
+    result = subprocess.run([sys.executable, "-c", IMPORTS_SCRIPT, "replay", str(run), "--port", str(port)],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert "no visdom server answers" in result.stderr and "HEAVY []" in result.stderr, result.stderr
+
+
+def test_version():
+    from trainers import __version__
+
+    result = run_cli("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"trainviz, version {__version__}"
+
+
+def test_every_activation_choice_has_a_layer():
+    from trainers.catalog import ACTIVATIONS
+    from trainers.mlp import ACTIVATION_LAYERS
+
+    assert set(ACTIVATIONS) == set(ACTIVATION_LAYERS)

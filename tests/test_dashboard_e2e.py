@@ -29,7 +29,7 @@ from click.testing import CliRunner
 
 from conftest import RAW, free_port, idx_bytes, synthetic_split, write_idx_dir
 from trainers.cli import cli
-from trainers.data import DATASETS
+from trainers.catalog import DATASETS
 from viz import frontend, server
 from viz.windows import COMPARE_ENV, WINDOWS
 
@@ -433,7 +433,7 @@ def test_replay_rebuilds_the_run_and_skips_damaged_lines(killed_run, tmp_path):
 
 def test_four_trainers_at_once_keep_their_own_windows(visdom_port, tmp_path):
     """Four runs stream to one server together: each environment holds its own run only."""
-    from trainers.cli import TRAINERS
+    from trainers.catalog import TRAINERS
 
     data = noisy_idx_dir(tmp_path / "idx")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

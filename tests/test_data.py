@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import http.server
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,8 +25,11 @@ CPU = torch.device("cpu")
 def test_loose_raw_files_load_gzipped_or_not(gz, tmp_path):
     folder = write_idx_dir(tmp_path / "idx", gz=gz)
     data = load("mnist", folder, CPU)
-    assert data.train.images.shape == (600, 1, 28, 28) and data.test.images.shape == (200, 1, 28, 28)
-    assert data.train.images.dtype == torch.float32 and 0 <= data.train.images.min() <= data.train.images.max() <= 1
+    assert data.train.pixels.shape == (600, 1, 28, 28) and data.test.pixels.shape == (200, 1, 28, 28)
+    assert data.train.pixels.dtype == torch.uint8
+    images, labels = next(data.train.batches(600))
+    assert images.dtype == torch.float32 and 0 <= images.min() < images.max() <= 1
+    assert torch.equal(images, data.train.pixels.float() / 255) and torch.equal(labels, data.train.labels)
     assert data.classes == tuple("0123456789")
 
 
@@ -39,9 +44,7 @@ def test_cache_comes_before_the_system_folder(tmp_path, isolated_cache, monkeypa
     write_idx_dir(isolated_cache / "data" / "FashionMNIST" / "raw", n_train=100, gz=False)
     system = write_idx_dir(tmp_path / "system", n_train=300)
     monkeypatch.setitem(data_module.DATASETS, "fashion-mnist",
-                        data_module.DATASETS["fashion-mnist"].__class__(
-                            "Fashion-MNIST", datasets.FashionMNIST,
-                            data_module.DATASETS["fashion-mnist"].classes, system))
+                        dataclasses.replace(data_module.DATASETS["fashion-mnist"], system_dir=system))
     assert len(load("fashion-mnist", None, CPU).train) == 100
     shutil.rmtree(isolated_cache / "data")
     # Without a cache, the system folder is found and staged into the cache for next time.
@@ -102,3 +105,41 @@ def test_failed_download_names_every_way_to_get_the_data(tmp_path, monkeypatch):
     assert "\n" not in message
     for hint in ("--data-dir", "dataset-fashion-mnist", "internet", "train-images-idx3-ubyte"):
         assert hint in message
+
+
+DECODED_ONLY = """
+import sys, torch
+from pathlib import Path
+from trainers.data import load
+data = load("mnist", Path(sys.argv[1]), torch.device("cpu"))
+print(len(data.train), "torchvision" in sys.modules)
+"""
+
+
+def test_a_second_load_reads_the_decoded_cache_without_torchvision(tmp_path, isolated_cache):
+    import os
+    import subprocess
+    import sys
+
+    folder = write_idx_dir(tmp_path / "idx")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    runs = [subprocess.run([sys.executable, "-c", DECODED_ONLY, str(folder)], capture_output=True, text=True,
+                           env=env, check=True).stdout.split() for _ in range(2)]
+    assert runs == [["600", "True"], ["600", "False"]]
+
+
+def test_a_changed_source_is_read_again(tmp_path):
+    folder = write_idx_dir(tmp_path / "idx", gz=False)
+    first = load("mnist", folder, CPU)
+    write_idx_dir(folder, n_train=300, gz=False)  # new files of another size under the same names
+    second = load("mnist", folder, CPU)
+    assert (len(first.train), len(second.train)) == (600, 300)
+
+
+def test_a_damaged_decoded_cache_is_read_again(tmp_path, isolated_cache):
+    folder = write_idx_dir(tmp_path / "idx")
+    expected = load("mnist", folder, CPU)
+    for cached in (isolated_cache / "data" / "decoded").glob("*.pt"):
+        cached.write_bytes(b"not a torch file")
+    again = load("mnist", folder, CPU)
+    assert torch.equal(again.train.pixels, expected.train.pixels)

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import FASHION_DIR
-from trainers.cli import TRAINERS, cli
+from trainers.catalog import TRAINERS
+from trainers.cli import cli
 
 pytestmark = pytest.mark.slow
 

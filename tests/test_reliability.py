@@ -152,6 +152,10 @@ def bad(tmp_path: Path) -> dict[str, list[str]]:
         "resume not a run": ["nn-softmax", "--resume", str(not_a_run)],
         "malformed server": ["nn-softmax", "--server", "localhost:8097/x"],
         "server not http": ["nn-softmax", "--server", "ftp://localhost"],
+        "env with a path": ["nn-softmax", "--env", "../../tmp/x"],
+        "env with a space": ["nn-softmax", "--env", "my run"],
+        "env starting with a dot": ["nn-softmax", "--env", ".hidden"],
+        "replay env with a path": ["replay", str(not_a_run), "--env", "a/b"],
         "replay not a run": ["replay", str(not_a_run)],
         "evaluate not a run": ["evaluate", str(not_a_run)],
         "empty data dir, download fails": ["nn-softmax", "--data-dir", str(empty)],
@@ -161,7 +165,8 @@ def bad(tmp_path: Path) -> dict[str, list[str]]:
 @pytest.mark.parametrize("case", [
     "epochs non-numeric", "negative batch", "negative images", "log-every zero", "save-every zero",
     "port out of range", "negative slope", "unknown device", "data dir missing", "data dir is a file",
-    "out not writable", "resume not a run", "malformed server", "server not http", "replay not a run",
+    "out not writable", "resume not a run", "malformed server", "server not http", "env with a path",
+    "env with a space", "env starting with a dot", "replay env with a path", "replay not a run",
     "evaluate not a run", "empty data dir, download fails",
 ])
 def test_every_bad_input_is_one_line_and_status_2(case, idx_dir, tmp_path, monkeypatch):

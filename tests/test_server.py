@@ -8,6 +8,8 @@ import shutil
 import signal
 import socket
 import stat
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -405,19 +407,26 @@ def _tarball(path: Path, files: dict[str, bytes]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def test_install_puts_npm_files_where_visdom_looks(fake_static, tmp_path, monkeypatch):
-    # Tarballs shaped like npm's, one per package, served by a stand-in npm.
-    packed = tmp_path / "packed"
-    packed.mkdir()
+def _npm_registry(folder: Path, assets) -> Path:
+    """Tarballs shaped like npm's, one per package, each file holding 'name@version:path'."""
+    folder.mkdir()
     contents: dict[str, dict[str, bytes]] = {}
-    for asset in frontend.ASSETS:
-        sources = [asset.source] if asset.source else list(frontend.MATHJAX_FILES)
-        for source in sources:
-            contents.setdefault(f"{asset.package}-{asset.version}.tgz", {})[
-                f"package/{source}"
-            ] = f"{asset.spec}:{source}".encode()
+    for asset in assets:
+        files = contents.setdefault(f"{asset.package}-{asset.version}.tgz", {})
+        if asset.source is None:
+            files["package/package.json"] = b'{"main": "index.js"}'
+            files["package/index.js"] = f"{asset.spec}:index.js".encode()
+        for rel in asset.files:
+            source = asset.source if asset.source != "." else rel[len(asset.dest) + 1:]
+            if source:
+                files[f"package/{source}"] = f"{asset.spec}:{source}".encode()
     for name, files in contents.items():
-        _tarball(packed / name, files)
+        _tarball(folder / name, files)
+    return folder
+
+
+def test_install_puts_npm_files_where_visdom_looks(fake_static, tmp_path, monkeypatch):
+    packed = _npm_registry(tmp_path / "packed", frontend.assets())
     _fake_npm(tmp_path / "bin", f'{shutil.which("cp")} {packed}/*.tgz "$PWD"\n')
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     lines = []
@@ -425,6 +434,7 @@ def test_install_puts_npm_files_where_visdom_looks(fake_static, tmp_path, monkey
     frontend.install(echo=lines.append)
 
     assert frontend.missing() == []
+    # classnames is fetched by its bare name: unpkg serves the package's main file.
     assert (fake_static / "fonts/classnames").read_text() == "classnames@2.2.5:index.js"
     assert (fake_static / "js/mathjax/2.7.5/MathJax.js").read_text() == "mathjax@2.7.5:MathJax.js"
     assert (fake_static / "version.built").read_text() == frontend.visdom_version()
@@ -432,6 +442,34 @@ def test_install_puts_npm_files_where_visdom_looks(fake_static, tmp_path, monkey
         "Fetching visdom's front-end files with npm (15 packages) ...",
         f"Installed visdom's front-end files into {fake_static}",
     ]
+
+
+INSTALL_SCRIPT = """
+import sys
+from pathlib import Path
+from viz import frontend
+frontend.static_dir = lambda: Path(sys.argv[1])
+frontend.install(echo=lambda line: None)
+"""
+
+
+def test_two_setups_at_once_fetch_once_and_both_succeed(tmp_path):
+    """Two `trainviz server setup` (two launch.sh in two terminals) on one visdom: one fetch, no clash."""
+    static = tmp_path / "static"
+    static.mkdir()
+    packed = _npm_registry(tmp_path / "packed", frontend.assets())
+    calls = tmp_path / "npm-calls"
+    # A slow npm, so the second process arrives while the first is still fetching.
+    _fake_npm(tmp_path / "bin", f'echo call >> {calls}\nsleep 1\n{shutil.which("cp")} {packed}/*.tgz "$PWD"\n')
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    procs = [subprocess.Popen([sys.executable, "-c", INSTALL_SCRIPT, str(static)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stderr
+    assert calls.read_text().splitlines() == ["call"]
+    assert (static / "version.built").read_text() == frontend.visdom_version()
+    assert not list(static.rglob("*.partial"))
 
 
 @pytest.mark.parametrize("member", ["package/../../escaped.js", "/etc/escaped.js", "link"])
@@ -456,28 +494,54 @@ def test_extraction_refuses_members_outside_the_target(tmp_path, member):
     assert not (tmp_path / "escaped.js").exists()
 
 
-def test_asset_table_matches_visdoms_download_list():
-    # visdom/server/build.py names every file it downloads in the ext_files dict,
-    # and files each one under js/, css/ or fonts/ by its extension.
-    build_py = frontend._visdom_dir() / "server" / "build.py"
-    tree = ast.parse(build_py.read_text())
-    ext_files = next(
-        node.value
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Assign)
-        and any(isinstance(t, ast.Name) and t.id == "ext_files" for t in node.targets)
-    )
-    wanted = set()
-    for value in ext_files.values:
-        name = ast.literal_eval(value)
-        if name.endswith((".js", ".js.map")):
-            wanted.add(f"js/{name}")
-        elif name.endswith(".css"):
-            wanted.add(f"css/{name}")
-        else:
-            wanted.add(f"fonts/{name}")
+def _build_py_table(source: str) -> dict[str, str]:
+    """build.py's ext_files as {file name: URL}, read independently of frontend's parser."""
+    names = {"b": "https://unpkg.com/"}
+    names["bb"] = "%sbootstrap@3.3.7/dist/" % names["b"]
+    table = next(node.value for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Assign)
+                 and any(isinstance(t, ast.Name) and t.id == "ext_files" for t in node.targets))
+    return {eval(compile(ast.Expression(v), "build.py", "eval"), {}, names):
+            eval(compile(ast.Expression(k), "build.py", "eval"), {}, names)
+            for k, v in zip(table.keys, table.values)}
 
-    ours = {asset.dest for asset in frontend.ASSETS if asset.source}
 
-    assert ours == wanted
-    assert "MathJax.js" in build_py.read_text()
+BUILD_0_3_0 = Path(__file__).parent / "data" / "visdom-0.3.0-build.py"
+
+
+@pytest.mark.parametrize("build_py", [None, BUILD_0_3_0], ids=["installed", "0.3.0"])
+def test_every_download_of_build_py_has_an_npm_asset(build_py):
+    source = (build_py or frontend._visdom_dir() / "server" / "build.py").read_text()
+    derived = frontend.assets_from_build(source)
+    table = _build_py_table(source)
+
+    # One asset per download, filed where build.py files it (js/, css/ or fonts/ by extension) ...
+    files = {asset.dest.split("/", 1)[1]: asset for asset in derived if asset.package != "mathjax"}
+    assert set(files) == set(table)
+    for name, url in table.items():
+        asset = files[name]
+        assert asset.dest.split("/")[0] == ("js" if name.endswith((".js", ".js.map")) else
+                                            "css" if name.endswith(".css") else "fonts")
+        # ... from the same package and version when the URL is npm's own (unpkg).
+        if url.startswith("https://unpkg.com/"):
+            assert url.startswith(f"https://unpkg.com/{asset.spec}"), (url, asset)
+    (mathjax,) = [asset for asset in derived if asset.package == "mathjax"]
+    assert f'"{mathjax.version}"' in source or f"mathjax/{mathjax.version}/" in source
+    assert mathjax.source == "." and mathjax.dest == f"js/mathjax/{mathjax.version}"
+
+
+def test_the_two_visdom_releases_ask_for_their_own_versions():
+    old = {a.dest: a for a in frontend.assets_from_build((frontend._visdom_dir() / "server" / "build.py").read_text())}
+    new = {a.dest: a for a in frontend.assets_from_build(BUILD_0_3_0.read_text())}
+    assert old["css/react-resizable-styles.css"].spec == "react-resizable@1.4.6"
+    assert new["css/react-resizable-styles.css"].spec == "react-resizable@3.1.3"
+    assert new["css/react-grid-layout-styles.css"].spec == "react-grid-layout@2.2.3"
+    assert old["js/plotly-plotly.min.js"].spec == new["js/plotly-plotly.min.js"].spec == "plotly.js-dist-min@2.11.1"
+    assert old["js/mathjax/2.7.5"].files[-1] == "js/mathjax/2.7.5/MathJax.js"
+    assert new["js/mathjax/3.2.2"].files == ("js/mathjax/3.2.2/es5/tex-mml-svg.js",)
+    assert new["fonts/classnames"].source is None  # the bare package: its main file
+
+
+def test_a_cdn_trainviz_does_not_know_is_named():
+    source = BUILD_0_3_0.read_text().replace("https://d3js.org/d3.v3.min.js", "https://cdn.example/d3.js")
+    with pytest.raises(frontend.FrontendError, match="https://cdn.example/d3.js"):
+        frontend.assets_from_build(source)

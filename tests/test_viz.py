@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from visdom import Visdom
 
 from trainers.command import make_sink, trace_name
 from trainers.config import MLPConfig, TrainConfig
-from trainers.data import Data, Split
+from trainers.data import Data, Split, floats
 from trainers.loop import Evaluation, Parts
 from trainers.report import caption, report_epoch
 from trainers.run import RunDir
-from viz import visdom_sink
+from viz import client
+from viz.client import Client
 from viz.render import CAPTION, GREEN, RED, TILE, LostState, Renderer, label_tiles
 from viz.sink import RecordingSink, Sink, decode_images, read_events
 from viz.visdom_sink import VisdomSink, rebuild
@@ -33,7 +33,7 @@ SERVER, PORT, ENV = "http://localhost", 8097, "run-1"
 
 def mock_vis(exists: bool = True):
     """A Visdom client stand-in whose windows all exist unless told otherwise."""
-    vis = MagicMock(spec=Visdom)
+    vis = MagicMock(spec=Client)
     vis.win_exists.return_value = exists
     return vis
 
@@ -126,23 +126,25 @@ def test_a_non_scalar_event_splits_the_batch_in_order():
 
 
 def test_compare_curves_are_redrawn_whole_and_created_when_missing():
-    vis = mock_vis(exists=False)
+    vis = mock_vis()
+    vis.line.return_value = "win does not exist"  # what visdom answers a replace in a missing window
     renderer = Renderer(vis, ENV)
     trace = "run-1 (lr=0.1 bs=160)"
     renderer.render([scalars("compare_acc", 1, {trace: 0.7}, env="compare")])
-    vis.win_exists.return_value = True
+    vis.line.return_value = "compare_acc"
     renderer.render([scalars("compare_acc", 2, {trace: 0.8}, env="compare")])
     renderer.render([scalars("compare_acc", 3, {trace: 0.85}, env="compare"), {"kind": "save"}])
 
-    compare_opts = {"title": WINDOWS["compare_acc"].title, "width": 900, "height": 400, "xlabel": "epoch",
-                    "ylabel": "accuracy", "showlegend": True, "legend": [trace]}
+    replace = dict(win="compare_acc", env="compare", name=trace, update="replace")
     assert line_calls(vis) == [
-        dict(Y=[0.7], X=[1.0], win="compare_acc", env="compare", name=trace, opts=compare_opts),
-        dict(Y=[0.7, 0.8], X=[1.0, 2.0], win="compare_acc", env="compare", name=trace, update="replace"),
-        dict(Y=[0.7, 0.8, 0.85], X=[1.0, 2.0, 3.0], win="compare_acc", env="compare", name=trace,
-             update="replace"),
+        dict(Y=[0.7], X=[1.0], **replace),
+        dict(Y=[0.7, 0.8], X=[1.0, 2.0], **replace),
+        dict(Y=[0.7, 0.8, 0.85], X=[1.0, 2.0, 3.0], **replace),
     ]
-    assert vis.win_exists.call_args_list == [(("compare_acc",), {"env": "compare"})] * 3
+    # Only the first, refused replace creates the window, and with one request that adds the trace.
+    compare_opts = {"title": WINDOWS["compare_acc"].title, "width": 900, "height": 400, "xlabel": "epoch",
+                    "ylabel": "accuracy", "showlegend": True}
+    vis.add_trace.assert_called_once_with([1.0], [0.7], "compare_acc", "compare", trace, compare_opts)
     vis.save.assert_called_once_with([ENV, "compare"])
 
 
@@ -439,14 +441,16 @@ RECORD = {"kind": "epoch", "epoch": 2, "step": 10, "train_loss": 1.5, "train_acc
 def tiny_report(with_grad: bool = True, predicted=PREDICTED):
     """report_epoch on 8 training and 6 test images, 3 classes, a 784 -> 3 linear model."""
     generator = torch.Generator().manual_seed(0)
-    data = Data(train=Split(torch.rand(8, 1, 28, 28, generator=generator), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])),
-                test=Split(torch.rand(6, 1, 28, 28, generator=generator), torch.tensor(TEST_LABELS)),
+    data = Data(train=Split(torch.randint(0, 256, (8, 1, 28, 28), generator=generator, dtype=torch.uint8),
+                            torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])),
+                test=Split(torch.randint(0, 256, (6, 1, 28, 28), generator=generator, dtype=torch.uint8),
+                           torch.tensor(TEST_LABELS)),
                 classes=CLASSES, source=None)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 3))
     parts = Parts(model, nn.functional.cross_entropy, torch.optim.SGD(model.parameters(), lr=0.1))
     if with_grad:
-        parts.loss(model(data.train.images), data.train.labels).backward()
+        parts.loss(model(floats(data.train.pixels)), data.train.labels).backward()
     test = Evaluation(loss=1.2, accuracy=0.5, predictions=torch.tensor(predicted),
                       confidence=torch.tensor(CONFIDENCE))
     sink = RecordingSink()
@@ -493,7 +497,7 @@ def test_report_confusion_matrix_and_class_accuracy_by_hand():
 def test_report_sample_grid_table_and_mistakes():
     events, data, _ = tiny_report()
     by_win = {e.get("win"): e for e in events}
-    expected = (data.test.images.squeeze(1) * 255).round().byte().numpy()
+    expected = data.test.pixels.squeeze(1).numpy()
 
     samples = by_win["samples"]  # test images 1, 0, 5
     np.testing.assert_array_equal(decode_images(samples), expected[[1, 0, 5]])
@@ -548,7 +552,7 @@ def test_make_sink_and_trace_name(tmp_path, monkeypatch, capsys):
 
             raise requests.ConnectionError("refused")
 
-    monkeypatch.setattr(visdom_sink, "Client", Refused)
+    monkeypatch.setattr(client, "Client", Refused)
     sink = make_sink(TrainConfig(server="http://example.invalid", port=9001), run)
     assert isinstance(sink, VisdomSink) and sink.active
     assert (sink.env, sink.events_path) == ("my-env", run.events_file)

@@ -1,4 +1,9 @@
-"""The ``trainviz`` command: one subcommand per trainer, plus evaluate."""
+"""The ``trainviz`` command: one subcommand per trainer, plus the tools around runs.
+
+This module imports neither torch nor torchvision: help, ``--version``, every option
+error, ``server``, ``replay`` answer at once. A trainer's command imports them when its
+run starts.
+"""
 
 from __future__ import annotations
 
@@ -6,43 +11,12 @@ import sys
 from pathlib import Path
 
 import click
-import torch
 
-from trainers import mlp, mlp_lowlevel, nn_softmax, scratch_softmax
-from trainers.command import UserError, resolve_device, server_url
-from trainers.data import DataError, load
-from trainers.loop import evaluate
+from trainers import __version__
+from trainers.catalog import TRAINERS, Trainer
+from trainers.options import UserError, env_name, server_options, train_options
 from trainers.run import RunDir
 from viz.server import server_cli
-
-TRAINERS = {module.NAME: module for module in (scratch_softmax, nn_softmax, mlp_lowlevel, mlp)}
-
-
-@click.command("replay")
-@click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--server", envvar="VISDOM_SERVER_URL", default="http://localhost", show_default=True,
-              callback=server_url)
-@click.option("--port", envvar="VISDOM_PORT", type=click.IntRange(1, 65535), default=8097, show_default=True)
-@click.option("--env", default=None, help="Environment to rebuild; default: the run's own.")
-def replay_command(run_dir: Path, server: str, port: int, env: str | None):
-    """Rebuild a run's dashboard on a visdom server from RUN_DIR/events.jsonl."""
-    from viz.render import Renderer
-    from viz.sink import read_events
-    from viz.visdom_sink import connect, rebuild
-
-    run = RunDir(run_dir)
-    if not run.events_file.is_file():
-        raise UserError(f"{run_dir} holds no events.jsonl: give the folder of a run trained with the dashboard on")
-    events, damaged = read_events(run.events_file)
-    if not run.config_file.is_file() and env is None:
-        raise UserError(f"{run_dir} holds no config.json; name the environment with --env")
-    env = env or run.read_config().get("env") or run.path.name
-    vis = connect(server, port, env)
-    if vis is None:
-        raise UserError(f"no visdom server answers at {server}:{port}; start one with: trainviz server start")
-    rebuild(vis, Renderer(vis, env), events)
-    note = f"; skipped {damaged} damaged line{'s' * (damaged != 1)}" if damaged else ""
-    click.echo(f"replayed {len(events)} events into environment {env} at {server}:{port}{note}")
 
 
 class OneLineErrors(click.Group):
@@ -64,14 +38,52 @@ class OneLineErrors(click.Group):
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="trainviz")
 def cli():
     """Train small PyTorch models and watch them live in Visdom."""
 
 
-for module in TRAINERS.values():
-    cli.add_command(module.command)
+def trainer_command(trainer: Trainer) -> click.Command:
+    """The ``trainviz NAME`` command of one trainer: its options, then a run."""
+
+    @click.command(trainer.name, help=trainer.summary)
+    @train_options(trainer.config, activation=trainer.activation)
+    def command(**options):
+        from trainers.command import train  # torch, torchvision: only now that a run starts
+
+        train(trainer.config(trainer=trainer.name, **options))
+
+    return command
+
+
+for _trainer in TRAINERS.values():
+    cli.add_command(trainer_command(_trainer))
 cli.add_command(server_cli)
-cli.add_command(replay_command)
+
+
+@cli.command("replay")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@server_options
+@click.option("--env", default=None, callback=env_name, help="Environment to rebuild; default: the run's own.")
+def replay_command(run_dir: Path, server: str, port: int, env: str | None):
+    """Rebuild a run's dashboard on a visdom server from RUN_DIR/events.jsonl."""
+    run = RunDir(run_dir)
+    if not run.events_file.is_file():
+        raise UserError(f"{run_dir} holds no events.jsonl: give the folder of a run trained with the dashboard on")
+    if not run.config_file.is_file() and env is None:
+        raise UserError(f"{run_dir} holds no config.json; name the environment with --env")
+    from viz.render import Renderer
+    from viz.sink import read_events
+    from viz.visdom_sink import connect, rebuild
+
+    events, damaged = read_events(run.events_file)
+    env = env or run.read_config().get("env") or run.path.name
+    vis = connect(server, port, env)
+    if vis is None:
+        raise UserError(f"no visdom server answers at {server}:{port}; start one with: trainviz server start")
+    rebuild(vis, Renderer(vis, env), events)
+    note = f"; skipped {damaged} damaged line{'s' * (damaged != 1)}" if damaged else ""
+    click.echo(f"replayed {len(events)} events into environment {env} at {server}:{port}{note}")
 
 
 @cli.command("evaluate")
@@ -84,18 +96,7 @@ def evaluate_command(run_dir: Path, data_dir: Path | None, device: str):
     run = RunDir(run_dir)
     if not run.checkpoint_file.is_file():
         raise UserError(f"{run_dir} holds no checkpoint.pt: give the folder of a trainviz run")
-    target = resolve_device(device)
-    state = run.load_checkpoint(target)
-    module = TRAINERS.get(state["config"].get("trainer"))
-    if module is None:
-        raise UserError(f"{run_dir}/checkpoint.pt names no known trainer")
-    config = module.CONFIG.from_dict(state["config"])
-    try:
-        data = load(config.dataset, data_dir or config.data_dir, target)
-    except DataError as err:
-        raise UserError(str(err)) from None
-    torch.manual_seed(config.seed)
-    parts = module.build(config, target)
-    parts.model.load_state_dict(state["model"])
-    result = evaluate(parts, data.test)
+    from trainers.command import evaluate_run
+
+    result = evaluate_run(run, data_dir, device)
     click.echo(f"{run_dir}: test loss {result.loss:.4f}, test accuracy {result.accuracy:.4f}")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import urllib.parse
-from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -14,18 +12,14 @@ import torch
 from click.core import ParameterSource
 from tqdm import tqdm
 
+from trainers.catalog import TRAINERS
 from trainers.config import MLPConfig, TrainConfig
-from trainers.data import DATASETS, DataError, load
-from trainers.loop import Diverged, Evaluation, Interrupted, Parts, Progress, fit
+from trainers.data import DataError, load
+from trainers.loop import Diverged, Evaluation, Interrupted, Parts, Progress, evaluate, fit
+from trainers.options import UserError
 from trainers.report import report_epoch, sample_indices
 from trainers.run import RunDir
 from viz.sink import Sink
-
-
-class UserError(click.ClickException):
-    """A mistake in the user's input or setup: one line, exit status 2."""
-
-    exit_code = 2
 
 
 class Stopped(click.ClickException):
@@ -40,89 +34,6 @@ class DivergedError(click.ClickException):
     """Training produced a non-finite loss: exit status 3."""
 
     exit_code = 3
-
-
-class HiddenSizes(click.ParamType):
-    """``200,200`` -> (200, 200)."""
-
-    name = "SIZES"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        try:
-            sizes = tuple(int(part) for part in str(value).split(","))
-        except ValueError:
-            sizes = ()
-        if not sizes or min(sizes) < 1:
-            self.fail(f"{value!r} is not a comma-separated list of positive layer widths, like 200,200", param, ctx)
-        return sizes
-
-
-def server_url(ctx, param, value: str) -> str:
-    """Check that --server is an http(s) URL with a host."""
-    parsed = urllib.parse.urlparse(value)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("", "/"):
-        raise click.BadParameter(f"{value!r} is not a server URL like http://localhost", ctx, param)
-    return value.rstrip("/")
-
-
-def train_options(config: type[TrainConfig], hidden: bool = False, activation: bool = False):
-    """Click options for every field of ``config``, with the dataclass defaults.
-
-    ``hidden`` and ``activation`` add the MLP options.
-    """
-    d = {f.name: f.default for f in dataclasses.fields(config)}
-    positive = click.IntRange(min=1)
-    options = [
-        click.option("--dataset", type=click.Choice(sorted(DATASETS)), default=d["dataset"], show_default=True,
-                     help="Which dataset to train on."),
-        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                     help="Folder with the dataset (torchvision layout or the 4 IDX files); "
-                          "default: the cache, then the system package, then a download."),
-        click.option("--epochs", type=positive, default=d["epochs"], show_default=True, help="Passes over the training set."),
-        click.option("--batch-size", type=positive, default=d["batch_size"], show_default=True, help="Samples per SGD step."),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=d["lr"], show_default=True,
-                     help="SGD learning rate."),
-        click.option("--seed", type=int, default=d["seed"], show_default=True, help="Seed for weights, shuffling and samples."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=d["device"], show_default=True,
-                     help="auto: cuda when available, else cpu."),
-        click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=d["out"], show_default=True,
-                     help="Folder that receives the run folder."),
-        click.option("--viz/--no-viz", default=d["viz"], show_default=True, help="Stream to the visdom dashboard."),
-        click.option("--server", envvar="VISDOM_SERVER_URL", default=d["server"], show_default=True, callback=server_url,
-                     help="Visdom server URL (env VISDOM_SERVER_URL)."),
-        click.option("--port", envvar="VISDOM_PORT", type=click.IntRange(1, 65535), default=d["port"], show_default=True,
-                     help="Visdom server port (env VISDOM_PORT)."),
-        click.option("--env", default=None, help="Visdom environment; default: the run folder's name."),
-        click.option("--log-every", type=positive, default=d["log_every"], show_default=True,
-                     help="Steps between training-loss points."),
-        click.option("--images", type=click.IntRange(1, 256), default=d["images"], show_default=True,
-                     help="Test images in the prediction grid."),
-        click.option("--save-every", type=positive, default=d["save_every"], show_default=True,
-                     help="Epochs between checkpoints (the last epoch and a stop always save)."),
-        click.option("--resume", type=click.Path(path_type=Path, file_okay=False), default=None,
-                     help="Continue the run in this folder where it stopped."),
-    ]
-    if hidden:
-        options.append(click.option("--hidden", type=HiddenSizes(), default=",".join(map(str, d["hidden"])),
-                                    show_default=True, help="Hidden layer widths, comma-separated."))
-    if activation:
-        from trainers.mlp import ACTIVATIONS
-
-        options += [
-            click.option("--activation", type=click.Choice(sorted(ACTIVATIONS)), default=d["activation"],
-                         show_default=True, help="Activation between the hidden layers."),
-            click.option("--negative-slope", type=click.FloatRange(min=0, max=1), default=d["negative_slope"],
-                         show_default=True, help="LeakyReLU slope for negative inputs."),
-        ]
-
-    def decorate(command):
-        for option in reversed(options):
-            command = option(command)
-        return command
-
-    return decorate
 
 
 def resolve_device(name: str) -> torch.device:
@@ -165,7 +76,7 @@ class StopSignals:
         return self.signum is not None
 
 
-def train(config: TrainConfig, build: Callable[[TrainConfig, torch.device], Parts]) -> None:
+def train(config: TrainConfig) -> None:
     """Run one trainer end to end: data, run folder, training, checkpoints, summary line.
 
     With ``config.resume`` it continues that run folder from its checkpoint instead.
@@ -185,7 +96,7 @@ def train(config: TrainConfig, build: Callable[[TrainConfig, torch.device], Part
         run = new_run(config)
 
     torch.manual_seed(config.seed)
-    parts = build(config, device)
+    parts = TRAINERS[config.trainer].build()(config, device)
     generator = torch.Generator().manual_seed(config.seed)
     progress = Progress()
     if state is None:
@@ -310,3 +221,21 @@ def checkpoint(parts: Parts, config: TrainConfig, progress: Progress, generator:
         "progress": dataclasses.asdict(progress),
         "generator": generator.get_state(),
     }
+
+
+def evaluate_run(run: RunDir, data_dir: Path | None, device: str) -> Evaluation:
+    """The test loss and accuracy of a run's checkpoint (its own data source unless ``data_dir``)."""
+    target = resolve_device(device)
+    state = run.load_checkpoint(target)
+    trainer = TRAINERS.get(state["config"].get("trainer"))
+    if trainer is None:
+        raise UserError(f"{run.checkpoint_file} names no known trainer")
+    config = trainer.config.from_dict(state["config"])
+    try:
+        data = load(config.dataset, data_dir or config.data_dir, target)
+    except DataError as err:
+        raise UserError(str(err)) from None
+    torch.manual_seed(config.seed)
+    parts = trainer.build()(config, target)
+    parts.model.load_state_dict(state["model"])
+    return evaluate(parts, data.test)

@@ -1,9 +1,15 @@
-"""Fashion-MNIST and MNIST, read by torchvision, then held on the device as whole tensors.
+"""Fashion-MNIST and MNIST, read by torchvision once, then held on the device as whole tensors.
 
 The seeds feed every sample through PIL and ``ToTensor`` in a ``DataLoader``; at this
 size that costs ten times more than the model itself. Here torchvision reads and checks
-the IDX files once, the images become one float tensor on the training device, and an
-epoch is a ``randperm`` sliced into index batches.
+the IDX files once, the decoded uint8 images and labels are cached as one ``.pt`` file
+per split (later runs load them without importing torchvision), the images become one
+float tensor on the training device, and an epoch is a ``randperm`` sliced into index
+batches.
+
+Several trainers (or sweep workers) may start at once on an empty cache: everything
+that writes into the cache happens under one lock, each file is written under a name
+of its own and renamed into place, so no process ever reads a half-written file.
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision import datasets
 
-from viz.paths import cache_dir
+from trainers.catalog import DATASETS, Dataset
+from viz.paths import atomic_path, cache_dir, locked
 
 RAW_FILES = (
     "train-images-idx3-ubyte",
@@ -28,28 +34,7 @@ RAW_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What trainviz knows about one dataset."""
-
-    title: str  # how messages name it
-    torchvision_class: type  # reader, integrity checks and download
-    classes: tuple[str, ...]  # class names, in label order
-    system_dir: Path | None  # where a system package installs the raw files
-
-
-DATASETS = {
-    "fashion-mnist": DatasetSpec(
-        "Fashion-MNIST",
-        datasets.FashionMNIST,
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        Path("/usr/share/datasets/fashion-mnist"),
-    ),
-    "mnist": DatasetSpec("MNIST", datasets.MNIST, tuple("0123456789"), None),
-}
+SPLIT_FILES = {True: RAW_FILES[:2], False: RAW_FILES[2:]}  # train: images, labels; test: the same
 
 
 class DataError(Exception):
@@ -58,16 +43,20 @@ class DataError(Exception):
 
 @dataclass
 class Split:
-    """One split as tensors on the device: images (N, 1, 28, 28) in [0, 1], labels (N,)."""
+    """One split on the device: uint8 images (N, 1, 28, 28) and labels (N,).
 
-    images: torch.Tensor
+    Pixels stay bytes (a quarter of the memory of floats, and no conversion of the whole
+    set at start-up); each batch becomes floats in [0, 1] as it is drawn.
+    """
+
+    pixels: torch.Tensor
     labels: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None, skip: int = 0) -> Iterator[tuple]:
-        """Yield (images, labels) batches; shuffled when a generator is given, in order otherwise.
+        """Yield (images, labels) batches, images as floats in [0, 1]; shuffled when a generator is given.
 
         The last batch is smaller when the size does not divide the split. ``skip`` leaves
         out the first batches of the order (a resumed epoch has done them already).
@@ -75,14 +64,19 @@ class Split:
         n = len(self)
         if generator is None:
             for start in range(skip * batch_size, n, batch_size):
-                yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
+                yield floats(self.pixels[start:start + batch_size]), self.labels[start:start + batch_size]
             return
         # One permutation per epoch, drawn on the CPU so a seed means the same order everywhere.
         order = torch.randperm(n, generator=generator).to(self.labels.device)
         for start in range(skip * batch_size, n, batch_size):
             index = order[start:start + batch_size]
-            # index_select copies whole rows; images[index] takes the general, 3x slower path.
-            yield self.images.index_select(0, index), self.labels.index_select(0, index)
+            # index_select copies whole rows; pixels[index] takes the general, 3x slower path.
+            yield floats(self.pixels.index_select(0, index)), self.labels.index_select(0, index)
+
+
+def floats(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [0, 1]."""
+    return pixels.float().div_(255)
 
 
 @dataclass
@@ -99,7 +93,7 @@ def load(dataset: str, data_dir: Path | None, device: torch.device) -> Data:
     """Find, read and check a dataset, and move it to ``device``.
 
     Args:
-        dataset: a key of ``DATASETS``.
+        dataset: a key of ``trainers.catalog.DATASETS``.
         data_dir: a folder in torchvision's layout or holding the four raw IDX files
             (gzipped or not). When given it is the only place looked at, and torchvision
             may download into it when it holds none of the files. When None: the user's
@@ -112,16 +106,35 @@ def load(dataset: str, data_dir: Path | None, device: torch.device) -> Data:
 
     Example:
         >>> data = load("fashion-mnist", None, torch.device("cpu"))  # doctest: +SKIP
-        >>> data.train.images.shape
+        >>> data.train.pixels.shape
         torch.Size([60000, 1, 28, 28])
     """
     spec = DATASETS[dataset]
-    root = _find_root(spec, data_dir)
-    train, test = (_read(spec, root, train, device) for train in (True, False))
-    return Data(train, test, spec.classes, root)
+    with _cache_lock():
+        root = _find_root(spec, data_dir)
+        train, test = (_decoded(spec, root, train) for train in (True, False))
+    return Data(_on_device(*train, device), _on_device(*test, device), spec.classes, root)
 
 
-def _find_root(spec: DatasetSpec, data_dir: Path | None) -> Path:
+def _data_cache() -> Path:
+    """The folder holding staged raw files, downloads and decoded splits."""
+    return cache_dir() / "data"
+
+
+@contextlib.contextmanager
+def _cache_lock():
+    """One process at a time finds, unpacks and caches data; the others wait, then reuse it."""
+    folder = _data_cache()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cannot use the data cache {folder}: {err.strerror}; "
+                        "set TRAINVIZ_CACHE to a folder you can write to") from None
+    with locked(folder / ".lock"):
+        yield
+
+
+def _find_root(spec: Dataset, data_dir: Path | None) -> Path:
     """A folder torchvision's class can read the dataset from, downloading as a last resort."""
     if data_dir is not None:
         if not data_dir.exists():
@@ -129,23 +142,22 @@ def _find_root(spec: DatasetSpec, data_dir: Path | None) -> Path:
         if not data_dir.is_dir():
             raise DataError(f"--data-dir {data_dir} is a file, not a folder")
         return _usable_root(spec, data_dir) or _download(spec, data_dir)
-    cache = cache_dir() / "data"
+    cache = _data_cache()
     for folder in (cache, spec.system_dir):
         if folder is not None and (root := _usable_root(spec, folder, stage_into=cache)):
             return root
     return _download(spec, cache)
 
 
-def _usable_root(spec: DatasetSpec, folder: Path, stage_into: Path | None = None) -> Path | None:
+def _usable_root(spec: Dataset, folder: Path, stage_into: Path | None = None) -> Path | None:
     """A torchvision root for the raw files in ``folder``, or None when it holds none of them.
 
     Files in torchvision's own layout are used where they are; loose or gzipped files are
     unpacked into a copy in torchvision's layout (under ``stage_into``, or the cache).
     """
-    raw = folder / spec.torchvision_class.__name__ / "raw"
-    if all((raw / name).is_file() for name in RAW_FILES):
+    if all(_raw_dir(spec, folder).joinpath(name).is_file() for name in RAW_FILES):
         return folder
-    for place in (raw, folder):
+    for place in (_raw_dir(spec, folder), folder):
         found = {name: _raw_file(place, name) for name in RAW_FILES}
         present = [path for path in found.values() if path]
         if not present:
@@ -153,10 +165,15 @@ def _usable_root(spec: DatasetSpec, folder: Path, stage_into: Path | None = None
         if len(present) < len(RAW_FILES):
             missing = ", ".join(name for name, path in found.items() if path is None)
             raise DataError(f"{place} holds only some of the {spec.title} files; missing: {missing}")
-        target = stage_into or cache_dir() / "data" / "staged" / _digest(place)
-        _stage(found, target / spec.torchvision_class.__name__ / "raw")
+        target = stage_into or _data_cache() / "staged" / _digest(place.resolve())
+        _stage(found, _raw_dir(spec, target))
         return target
     return None
+
+
+def _raw_dir(spec: Dataset, root: Path) -> Path:
+    """Where torchvision keeps the raw files under ``root``."""
+    return root / spec.torchvision_name / "raw"
 
 
 def _raw_file(folder: Path, name: str) -> Path | None:
@@ -167,9 +184,9 @@ def _raw_file(folder: Path, name: str) -> Path | None:
     return None
 
 
-def _digest(folder: Path) -> str:
-    """A short stable name for a source folder's staged copy."""
-    return hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]
+def _digest(*parts) -> str:
+    """A short stable name for what ``parts`` describe."""
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
 
 
 def _stage(files: dict[str, Path], raw: Path) -> None:
@@ -179,24 +196,28 @@ def _stage(files: dict[str, Path], raw: Path) -> None:
         target = raw / name
         if target.is_file() and target.stat().st_mtime >= source.stat().st_mtime:
             continue
-        partial = target.with_suffix(".partial")
         try:
             opener = gzip.open if source.suffix == ".gz" else open
-            with opener(source, "rb") as src, open(partial, "wb") as dst:
+            with atomic_path(target) as partial, opener(source, "rb") as src, open(partial, "wb") as dst:
                 shutil.copyfileobj(src, dst)
         except (OSError, EOFError) as err:
-            partial.unlink(missing_ok=True)
             raise DataError(f"could not unpack {source}: {err}") from None
-        partial.replace(target)
 
 
-def _download(spec: DatasetSpec, root: Path) -> Path:
+def _torchvision_class(spec: Dataset) -> type:
+    """The torchvision dataset class that reads, checks and downloads ``spec``."""
+    from torchvision import datasets  # 1 s of imports: only when the raw files must be read
+
+    return getattr(datasets, spec.torchvision_name)
+
+
+def _download(spec: Dataset, root: Path) -> Path:
     """Let torchvision download (and checksum) the dataset into ``root``."""
     log = io.StringIO()
     try:
         # torchvision prints each failed mirror; keep that for the one-line error instead.
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            spec.torchvision_class(root, train=True, download=True)
+            _torchvision_class(spec)(root, train=True, download=True)
     except Exception as err:  # network, disk and checksum failures all end the same way
         lines = [line.strip() for line in f"{log.getvalue()}\n{err}".splitlines() if line.strip()]
         reason = lines[-1] if lines else type(err).__name__
@@ -210,11 +231,43 @@ def _download(spec: DatasetSpec, root: Path) -> Path:
     return root
 
 
-def _read(spec: DatasetSpec, root: Path, train: bool, device: torch.device) -> Split:
+def _decoded(spec: Dataset, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split's uint8 images (N, 28, 28) and labels, from the decoded cache when it is current.
+
+    The cache file records the size and modification time of the raw files it was
+    decoded from; a changed source is read again.
+    """
+    raw = [(_raw_dir(spec, root) / name).resolve() for name in SPLIT_FILES[train]]
+    source = [[str(path), *_signature(path)] for path in raw]
+    cached = _data_cache() / "decoded" / f"{spec.torchvision_name}-{'train' if train else 'test'}-{_digest(*raw)}.pt"
+    if cached.is_file():
+        try:
+            saved = torch.load(cached, weights_only=True)
+            if saved["source"] == source:
+                return saved["images"], saved["labels"]
+        except Exception:  # a damaged cache file is read again from the source
+            pass
+    images, labels = _read(spec, root, train)
+    cached.parent.mkdir(exist_ok=True)
+    with atomic_path(cached) as partial:
+        torch.save({"images": images, "labels": labels, "source": source}, partial)
+    return images, labels
+
+
+def _signature(path: Path) -> list[int]:
+    """[size, mtime in ns] of a file, or [-1, -1] when it is missing."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return [-1, -1]
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _read(spec: Dataset, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Read one split through torchvision and check its shapes and labels."""
     split = "training" if train else "test"
     try:
-        ds = spec.torchvision_class(root, train=train, download=False)
+        ds = _torchvision_class(spec)(root, train=train, download=False)
         images, labels = ds.data, ds.targets
     except Exception as err:  # torchvision signals a damaged file by asserts and shape errors
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -231,5 +284,9 @@ def _read(spec: DatasetSpec, root: Path, train: bool, device: torch.device) -> S
             f"the {spec.title} {split} files under {root} do not hold matching 28x28 images "
             f"and labels 0-{len(spec.classes) - 1}"
         )
-    images = images.to(device=device, dtype=torch.float32).div_(255).unsqueeze(1)
-    return Split(images, labels.to(device=device, dtype=torch.long))
+    return images.to(torch.uint8), labels.to(torch.long)
+
+
+def _on_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> Split:
+    """A split as training uses it: with a channel axis, on ``device``."""
+    return Split(images.unsqueeze(1).to(device), labels.to(device))

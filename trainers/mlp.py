@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import click
 import torch
 from torch import nn
 
-from trainers.command import train, train_options
 from trainers.config import MLPConfig
 from trainers.loop import Parts
 
-NAME = "mlp"
-CONFIG = MLPConfig
 
-# Activations as data: the command's --activation choices are this table's keys,
+# Activations as data: one entry per --activation choice (trainers.catalog.ACTIVATIONS),
 # each a factory taking the negative slope (which plain ReLU ignores).
-ACTIVATIONS = {"relu": lambda slope: nn.ReLU(), "leaky-relu": nn.LeakyReLU}
+ACTIVATION_LAYERS = {"relu": lambda slope: nn.ReLU(), "leaky-relu": nn.LeakyReLU}
 
 
 class MLP(nn.Module):
@@ -32,7 +28,7 @@ class MLP(nn.Module):
             nn.init.zeros_(linear.bias)
             layers.append(linear)
             if i < len(sizes) - 2:
-                layers.append(ACTIVATIONS[activation](negative_slope))
+                layers.append(ACTIVATION_LAYERS[activation](negative_slope))
         self.net = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -44,9 +40,3 @@ def build(config: MLPConfig, device: torch.device) -> Parts:
     model = MLP((784, *config.hidden, 10), config.activation, config.negative_slope).to(device)
     return Parts(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=config.lr))
 
-
-@click.command(NAME)
-@train_options(CONFIG, hidden=True, activation=True)
-def command(**options):
-    """MLP as an nn.Module with ReLU or LeakyReLU hidden layers."""
-    train(CONFIG(trainer=NAME, **options), build)

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import math
 
-import click
 import torch
 import torch.nn.functional as F
 
-from trainers.command import train, train_options
 from trainers.config import MLPConfig
 from trainers.loop import Parts
 from trainers.rawmodel import RawModel
 
-NAME = "mlp-lowlevel"
-CONFIG = MLPConfig
 
 
 def kaiming(fan_in: int, fan_out: int) -> torch.Tensor:
@@ -47,9 +43,3 @@ def build(config: MLPConfig, device: torch.device) -> Parts:
     model = LowLevelMLP((784, *config.hidden, 10)).to(device)
     return Parts(model, F.cross_entropy, torch.optim.SGD(model.parameters(), lr=config.lr))
 
-
-@click.command(NAME)
-@train_options(CONFIG, hidden=True)
-def command(**options):
-    """MLP (784-200-200-10 by default) from raw tensors, F.relu and F.cross_entropy."""
-    train(CONFIG(trainer=NAME, **options), build)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import click
 import torch
 from torch import nn
 
-from trainers.command import train, train_options
 from trainers.config import TrainConfig
 from trainers.loop import Parts
 
-NAME = "nn-softmax"
-CONFIG = TrainConfig
 
 
 def softmax_regression(inputs: int = 784, classes: int = 10) -> nn.Sequential:
@@ -28,9 +24,3 @@ def build(config: TrainConfig, device: torch.device) -> Parts:
     # CrossEntropyLoss takes logits and applies log-softmax itself, stably.
     return Parts(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=config.lr))
 
-
-@click.command(NAME)
-@train_options(CONFIG)
-def command(**options):
-    """Softmax regression with torch.nn.Linear, nn.CrossEntropyLoss and optim.SGD."""
-    train(CONFIG(trainer=NAME, **options), build)

@@ -22,8 +22,7 @@ def sample_indices(n_test: int, count: int, seed: int) -> torch.Tensor:
 
 def pixels(data: Data, index: torch.Tensor):
     """Test images at ``index`` as uint8 (N, 28, 28) on the CPU."""
-    images = data.test.images.index_select(0, index.to(data.test.images.device)).squeeze(1)
-    return (images * 255).round().byte().cpu().numpy()
+    return data.test.pixels.index_select(0, index.to(data.test.pixels.device)).squeeze(1).cpu().numpy()
 
 
 def caption(classes: tuple[str, ...], true: int, predicted: int, confidence: float) -> str:

@@ -7,8 +7,6 @@ import os
 import time
 from pathlib import Path
 
-import torch
-
 
 class RunDir:
     """``<out>/<trainer>-<YYYYmmdd-HHMMSS>``: config.json, metrics.jsonl, checkpoint.pt."""
@@ -66,10 +64,14 @@ class RunDir:
 
     def save_checkpoint(self, state: dict) -> None:
         """Write checkpoint.pt atomically: a crash mid-write leaves the previous one intact."""
+        import torch  # here, not at the top: listing and replaying runs needs no torch
+
         partial = self.checkpoint_file.with_suffix(".pt.partial")
         torch.save(state, partial)
         os.replace(partial, self.checkpoint_file)
 
-    def load_checkpoint(self, device: torch.device | str = "cpu") -> dict:
-        """The state saved by ``save_checkpoint``."""
+    def load_checkpoint(self, device="cpu") -> dict:
+        """The state saved by ``save_checkpoint``, its tensors on ``device``."""
+        import torch
+
         return torch.load(self.checkpoint_file, map_location=device, weights_only=True)

@@ -6,16 +6,12 @@ gradients, everything else is the arithmetic of the model.
 
 from __future__ import annotations
 
-import click
 import torch
 
-from trainers.command import train, train_options
 from trainers.config import TrainConfig
 from trainers.loop import Parts
 from trainers.rawmodel import RawModel
 
-NAME = "scratch-softmax"
-CONFIG = TrainConfig
 
 
 def softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -92,9 +88,3 @@ def build(config: TrainConfig, device: torch.device) -> Parts:
     model = SoftmaxRegression().to(device)
     return Parts(model, cross_entropy, SGD(model.parameters(), config.lr))
 
-
-@click.command(NAME)
-@train_options(CONFIG)
-def command(**options):
-    """Softmax regression from scratch: hand-written softmax, cross-entropy and SGD."""
-    train(CONFIG(trainer=NAME, **options), build)

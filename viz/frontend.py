@@ -1,12 +1,17 @@
 """Make visdom's front-end files available without internet access.
 
 On every start, ``python -m visdom.server`` downloads about twenty JS/CSS/font
-files from public CDNs plus MathJax 2.7.5, unless all of them are already in
-visdom's ``static/`` folder and ``static/version.built`` holds the visdom
-version. Offline the MathJax download raises and the server never starts.
-Every one of those files is published on the npm registry at the version visdom
-wants, so :func:`install` fetches them once with ``npm pack`` and puts them where
-visdom looks, after which the server starts offline.
+files from public CDNs plus MathJax, unless all of them are already in visdom's
+``static/`` folder and ``static/version.built`` holds the visdom version. Offline
+the MathJax download raises and the server never starts. Every one of those files
+is published on the npm registry at the version visdom wants, so :func:`install`
+fetches them once with ``npm pack`` and puts them where visdom looks, after which
+the server starts offline.
+
+Which files those are depends on the visdom release (0.3.0 asks for newer CSS and
+another MathJax than 0.2.4), so the list is read from the installed visdom's own
+``server/build.py``: its ``ext_files`` table of CDN URLs and its MathJax list, each
+URL mapped to the npm package that publishes the same file (:func:`assets_from_build`).
 
 Example::
 
@@ -16,7 +21,11 @@ Example::
         frontend.install()
 """
 
+import ast
+import functools
 import importlib.util
+import json
+import re
 import shutil
 import subprocess
 import tarfile
@@ -24,6 +33,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
+
+from viz.paths import atomic_path, locked
 
 
 class FrontendError(Exception):
@@ -36,83 +47,121 @@ class Asset:
 
     package: str  # npm package name
     version: str  # exact version visdom's build.py asks for
-    source: str  # path inside the package tarball ("" for the whole package)
+    source: str | None  # path inside the package; "." the whole package; None its main file
     dest: str  # path under visdom's static/ folder
+    check: tuple[str, ...] = ()  # files under static/ that show it is in place (default: dest)
 
     @property
     def spec(self) -> str:
         """The ``name@version`` argument for ``npm pack``."""
         return f"{self.package}@{self.version}"
 
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The paths under ``static/`` that show this asset is in place."""
+        return self.check or (self.dest,)
 
-_BOOTSTRAP_FONTS = tuple(
-    Asset(
-        "bootstrap",
-        "3.3.7",
-        f"dist/fonts/glyphicons-halflings-regular.{ext}",
-        f"fonts/glyphicons-halflings-regular.{ext}",
-    )
-    for ext in ("eot", "woff2", "woff", "ttf")
-)
 
-# Mirrors ext_files in visdom/server/build.py (0.2.4), with the CDN URL
-# replaced by the npm package that publishes the same file.
-ASSETS: tuple[Asset, ...] = (
-    Asset("jquery", "3.1.1", "dist/jquery.min.js", "js/jquery.min.js"),
-    Asset("bootstrap", "3.3.7", "dist/js/bootstrap.min.js", "js/bootstrap.min.js"),
-    Asset("react", "16.2.0", "umd/react.production.min.js", "js/react-react.min.js"),
-    Asset("react-dom", "16.2.0", "umd/react-dom.production.min.js", "js/react-dom.min.js"),
-    Asset("react-modal", "3.1.10", "dist/react-modal.min.js", "js/react-modal.min.js"),
-    Asset("plotly.js-dist-min", "2.11.1", "plotly.min.js", "js/plotly-plotly.min.js"),
-    Asset("sjcl", "1.0.7", "sjcl.js", "js/sjcl.js"),
-    Asset(
-        "layout-bin-packer",
-        "1.4.0",
-        "dist/layout-bin-packer.js.map",
-        "js/layout-bin-packer.js.map",
-    ),
-    Asset("layout-bin-packer", "1.4.0", "dist/layout-bin-packer.js", "js/layout_bin_packer.js"),
-    Asset("d3", "3.5.17", "d3.min.js", "js/d3.v3.min.js"),
-    Asset(
-        "d3-selection-multi",
-        "1.0.1",
-        "build/d3-selection-multi.js",
-        "js/d3-selection-multi.v1.js",
-    ),
-    Asset("save-svg-as-png", "1.4.17", "lib/saveSvgAsPng.js", "js/saveSvgAsPng.js"),
-    Asset("react-resizable", "1.4.6", "css/styles.css", "css/react-resizable-styles.css"),
-    Asset(
-        "react-grid-layout",
-        "0.16.3",
-        "css/styles.css",
-        "css/react-grid-layout-styles.css",
-    ),
-    Asset("bootstrap", "3.3.7", "dist/css/bootstrap.min.css", "css/bootstrap.min.css"),
-    # build.py files the classnames script under fonts/ because its saved
-    # name has no extension; the server's pages expect it there.
-    Asset("classnames", "2.2.5", "index.js", "fonts/classnames"),
-    *_BOOTSTRAP_FONTS,
-    # build.py keeps the CDN's URL fragment as part of the file name.
-    Asset(
-        "bootstrap",
-        "3.3.7",
-        "dist/fonts/glyphicons-halflings-regular.svg",
-        "fonts/glyphicons-halflings-regular.svg#glyphicons_halflingsregular",
-    ),
-    Asset("mathjax", "2.7.5", "", "js/mathjax/2.7.5"),
+# CDN addresses in build.py -> (npm package, version, path in the package). unpkg.com
+# serves npm packages as they are; the others publish the same files under other names.
+_CDN_TO_NPM: tuple[tuple[re.Pattern, Callable[[re.Match], tuple[str, str, str | None]]], ...] = (
+    (re.compile(r"https?://unpkg\.com/((?:@[^/@]+/)?[^/@]+)@([^/]+)/?(.*)"),
+     lambda m: (m[1], m[2], m[3] or None)),
+    (re.compile(r"https?://cdn\.plot\.ly/plotly-([\d.]+)\.min\.js"),
+     lambda m: ("plotly.js-dist-min", m[1], "plotly.min.js")),
+    # d3js.org serves the last release of each major version under these names.
+    (re.compile(r"https?://d3js\.org/d3\.v3\.min\.js"), lambda m: ("d3", "3.5.17", "d3.min.js")),
+    (re.compile(r"https?://d3js\.org/d3-selection-multi\.v1\.js"),
+     lambda m: ("d3-selection-multi", "1.0.1", "build/d3-selection-multi.js")),
 )
+_MATHJAX_CDN = re.compile(r"https?://cdnjs\.cloudflare\.com/ajax/libs/mathjax/([^/]+)/")
 
-# The MathJax files build.py fetches when absent, whatever version.built says.
-MATHJAX_FILES = (
-    "config/Safe.js",
-    "config/TeX-AMS-MML_HTMLorMML.js",
-    "extensions/Safe.js",
-    "jax/output/SVG/fonts/TeX/fontdata.js",
-    "jax/output/SVG/jax.js",
-    "jax/output/SVG/fonts/TeX/Size1/Regular/Main.js",
-    "jax/output/SVG/config.js",
-    "MathJax.js",
-)
+
+def _npm_source(url: str) -> tuple[str, str, str | None]:
+    """The npm package, version and path that publish what ``url`` serves."""
+    for pattern, to_npm in _CDN_TO_NPM:
+        if match := pattern.fullmatch(url):
+            return to_npm(match)
+    raise FrontendError(f"visdom's build.py asks for {url}, which trainviz cannot map to an npm package")
+
+
+def _static_subdir(name: str) -> str:
+    """The folder build.py files a download in, by its name (its own rule)."""
+    if name.endswith((".js", ".js.map")):
+        return "js"
+    return "css" if name.endswith(".css") else "fonts"
+
+
+def _evaluate(node: ast.AST, names: dict):
+    """The value of a build.py expression made of strings, % formatting, lists and dicts."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name):
+        return names[node.id]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+        return _evaluate(node.left, names) % _evaluate(node.right, names)
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_evaluate(item, names) for item in node.elts]
+    if isinstance(node, ast.Dict):
+        return {_evaluate(k, names): _evaluate(v, names) for k, v in zip(node.keys, node.values)}
+    raise ValueError(ast.dump(node))
+
+
+def _build_names(source: str) -> dict:
+    """Every simple assignment in build.py's ``download_scripts`` whose value can be evaluated."""
+    function = next(node for node in ast.walk(ast.parse(source))
+                    if isinstance(node, ast.FunctionDef) and node.name == "download_scripts")
+    names: dict = {}
+    for statement in function.body:
+        if isinstance(statement, ast.Assign) and len(statement.targets) == 1 \
+                and isinstance(statement.targets[0], ast.Name):
+            try:
+                names[statement.targets[0].id] = _evaluate(statement.value, names)
+            except (KeyError, ValueError, TypeError):
+                continue  # computed at run time (paths, proxies): not part of the download list
+    return names
+
+
+def assets_from_build(source: str) -> tuple[Asset, ...]:
+    """The npm assets that stand in for every download of a visdom ``build.py``.
+
+    Args:
+        source: the text of visdom's ``server/build.py``.
+
+    Raises:
+        FrontendError: the file has no download table trainviz can read, or names a
+            CDN address trainviz cannot map to an npm package.
+
+    Example::
+
+        assets_from_build((visdom_dir / "server" / "build.py").read_text())
+    """
+    try:
+        names = _build_names(source)
+        ext_files, mathjax_url, mathjax_paths = names["ext_files"], names["cdnjs_url"], names["mathjax_path"]
+    except (StopIteration, KeyError, SyntaxError):
+        raise FrontendError("visdom's server/build.py has no download table trainviz can read; "
+                            "install visdom 0.2.4 or 0.3.0") from None
+    assets = []
+    for url, name in ext_files.items():
+        package, version, path = _npm_source(url)
+        assets.append(Asset(package, version, path, f"{_static_subdir(name)}/{name}"))
+    match = _MATHJAX_CDN.match(mathjax_url)
+    if match is None:
+        raise FrontendError(f"visdom's build.py asks for MathJax at {mathjax_url}, which trainviz cannot map")
+    # build.py saves each MathJax file under js/mathjax/VERSION/ without its query string;
+    # the whole npm package goes there, so the files MathJax loads on demand are present too.
+    folder = f"js/mathjax/{match[1]}"
+    files = tuple(f"{folder}/{path.split('?')[0]}" for path in mathjax_paths)
+    assets.append(Asset("mathjax", match[1], ".", folder, files))
+    return tuple(assets)
+
+
+@functools.cache
+def assets() -> tuple[Asset, ...]:
+    """The assets the installed visdom asks for."""
+    return assets_from_build((_visdom_dir() / "server" / "build.py").read_text())
+
 
 VERSION_BUILT = "version.built"
 
@@ -138,13 +187,6 @@ def visdom_version() -> str:
     return (_visdom_dir() / "VERSION").read_text().strip()
 
 
-def _asset_files(asset: Asset) -> list[str]:
-    """The files under ``static/`` that show an asset is in place."""
-    if asset.source:
-        return [asset.dest]
-    return [f"{asset.dest}/{name}" for name in MATHJAX_FILES]
-
-
 def _built_version_ok(static: Path) -> bool:
     """Whether ``version.built`` names the installed visdom version."""
     try:
@@ -160,9 +202,7 @@ def missing() -> list[str]:
     version (visdom then re-downloads everything).
     """
     static = static_dir()
-    absent = [
-        rel for asset in ASSETS for rel in _asset_files(asset) if not (static / rel).is_file()
-    ]
+    absent = [rel for asset in assets() for rel in asset.files if not (static / rel).is_file()]
     if not _built_version_ok(static):
         absent.append(VERSION_BUILT)
     return absent
@@ -177,12 +217,8 @@ def _assets_to_fetch() -> list[Asset]:
     """The assets install() has to fetch: all of them after a visdom upgrade."""
     static = static_dir()
     if not _built_version_ok(static):
-        return list(ASSETS)
-    return [
-        asset
-        for asset in ASSETS
-        if any(not (static / rel).is_file() for rel in _asset_files(asset))
-    ]
+        return list(assets())
+    return [asset for asset in assets() if any(not (static / rel).is_file() for rel in asset.files)]
 
 
 def _first_npm_error(stderr: str) -> str:
@@ -251,17 +287,26 @@ def _safe_extract(tarball: Path, target: Path) -> None:
 
 def _copy_into_place(asset: Asset, package_root: Path, static: Path) -> None:
     """Copy one asset from an extracted package into visdom's static folder."""
-    source = package_root / asset.source if asset.source else package_root
+    source = package_root / (asset.source or _main_file(package_root))
     dest = static / asset.dest
     if not source.exists():
         raise FrontendError(
-            f"{asset.spec} has no {asset.source or 'files'}; cannot install {asset.dest}"
+            f"{asset.spec} has no {asset.source or 'main file'}; cannot install {asset.dest}"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
     if source.is_dir():
         shutil.copytree(source, dest, dirs_exist_ok=True)
     else:
-        shutil.copyfile(source, dest)
+        with atomic_path(dest) as partial:  # a server starting meanwhile never serves half a file
+            shutil.copyfile(source, partial)
+
+
+def _main_file(package_root: Path) -> str:
+    """The file unpkg serves for a bare ``name@version``: package.json's "main", else index.js."""
+    try:
+        return json.loads((package_root / "package.json").read_text()).get("main") or "index.js"
+    except (OSError, ValueError):
+        return "index.js"
 
 
 def _unique(items: Iterable[str]) -> list[str]:
@@ -290,9 +335,23 @@ def install(echo: Callable[[str], None] = print) -> None:
     """
     if is_ready():
         return
+    static = static_dir()
+    try:
+        with locked(static / ".trainviz-install.lock"):
+            # Another process may have installed everything while this one waited.
+            if not is_ready():
+                _install(static, echo)
+    except PermissionError as err:
+        raise FrontendError(
+            f"cannot write visdom's front-end files into {static}: {err.strerror or err}; "
+            "run as a user who can write to the Python environment"
+        ) from None
+
+
+def _install(static: Path, echo: Callable[[str], None]) -> None:
+    """Fetch and place the missing assets; the caller holds the install lock."""
     assets = _assets_to_fetch()
     specs = _unique(asset.spec for asset in assets)
-    static = static_dir()
     echo(f"Fetching visdom's front-end files with npm ({len(specs)} packages) ...")
     with tempfile.TemporaryDirectory(prefix="trainviz-frontend-") as tmp:
         workdir = Path(tmp)
@@ -312,7 +371,8 @@ def install(echo: Callable[[str], None] = print) -> None:
             for asset in assets:
                 _copy_into_place(asset, unpacked[asset.spec], static)
             # Written last: visdom takes this file as the sign that everything is in place.
-            (static / VERSION_BUILT).write_text(visdom_version())
+            with atomic_path(static / VERSION_BUILT) as partial:
+                partial.write_text(visdom_version())
         except OSError as err:
             raise FrontendError(
                 f"cannot write visdom's front-end files into {static}: {err.strerror or err}; "

@@ -101,13 +101,18 @@ class Renderer:
             self.created.add((env, win))
 
     def _redraw_trace(self, env: str, win: str, trace: str) -> None:
-        """Replace one named trace with its full history; create the window if the server lacks it."""
+        """Replace one named trace with its full history, leaving the window's other traces alone.
+
+        Several runs draw into the compare windows at once, so each request must be one
+        the server applies whole: a replace of this trace, or, when the window is not
+        there yet, an append, which visdom turns into "create the window" or, if another
+        run created it meanwhile, "add this trace". Creating the window outright would
+        wipe the traces another run put there in between.
+        """
         x, y = (np.array(column, dtype=float) for column in zip(*self.history[(env, win, trace)]))
-        if self.vis.win_exists(win, env=env):
-            self.vis.line(Y=y, X=x, win=win, env=env, name=trace, update="replace")
-        else:
-            self.vis.line(Y=y, X=x, win=win, env=env, name=trace,
-                          opts=opts(win, showlegend=True, legend=[trace]))
+        answer = self.vis.line(Y=y, X=x, win=win, env=env, name=trace, update="replace")
+        if answer != win:  # visdom answers the window's id, or why not ("win does not exist", no env)
+            self.vis.add_trace(x.tolist(), y.tolist(), win, env, trace, opts(win, showlegend=True))
 
     def _images(self, event: dict) -> None:
         tiles = label_tiles(decode_images(event), event["captions"], event["marked"])

@@ -1,9 +1,13 @@
 """Start, stop and inspect a local visdom server.
 
-The server runs as a detached ``python -m visdom.server`` process. What trainviz
-started is remembered in ``cache_dir()/server``: ``visdom-<port>.pid`` holds the
-process id and ``visdom-<port>.log`` its output, so a later command (or another
-shell) can stop exactly that process and nothing else.
+The server runs as a detached ``python -m viz.visdom_server`` process: visdom's own
+server behind a gate that refuses requests from other web pages (see
+:mod:`viz.visdom_server`). What trainviz started is remembered in
+``cache_dir()/server``: ``visdom-<port>.pid`` holds the process id and
+``visdom-<port>.log`` its output, so a later command (or another shell) can stop
+exactly that process and nothing else. Starting and stopping hold
+``visdom-<port>.lock``, so two commands at once (two ``launch.sh`` in two terminals)
+start one server, and the second reuses it.
 
 Example::
 
@@ -32,9 +36,10 @@ from typing import Callable, Literal, Optional
 import click
 
 from viz import frontend
-from viz.paths import cache_dir
+from viz.paths import atomic_path, cache_dir, locked
 
 DEFAULT_PORT = 8097
+SERVER_MODULE = "viz.visdom_server"  # what ``python -m`` runs: visdom behind trainviz's gate
 
 # visdom's own page is titled "visdom"; with -enable_login it is "Visdom Login".
 _VISDOM_TITLE = re.compile(rb"<title>\s*visdom", re.IGNORECASE)
@@ -69,6 +74,11 @@ def state_dir() -> Path:
 def pid_path(port: int) -> Path:
     """The pid file for the server trainviz started on ``port``."""
     return state_dir() / f"visdom-{port}.pid"
+
+
+def lock_path(port: int) -> Path:
+    """The lock held while a server on ``port`` is started or stopped."""
+    return state_dir() / f"visdom-{port}.lock"
 
 
 def log_path(port: int) -> Path:
@@ -152,25 +162,21 @@ def _thread_state(pid: int, tid: str) -> str:
 
 
 def _is_visdom_process(pid: int) -> bool:
-    """Whether ``pid`` is still a running ``visdom.server`` (guards against pid reuse)."""
+    """Whether ``pid`` is still a running trainviz visdom server (guards against pid reuse)."""
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"visdom.server" in args and _is_running(pid)
+    return SERVER_MODULE.encode() in args and _is_running(pid)
 
 
 def _our_pid(port: int) -> Optional[int]:
-    """The pid of the server trainviz started on ``port``; drops a stale pid file."""
-    path = pid_path(port)
+    """The pid of the running server trainviz started on ``port``, or None."""
     try:
-        pid = int(path.read_text().strip())
+        pid = int(pid_path(port).read_text().strip())
     except (OSError, ValueError):
-        pid = None
-    if pid is not None and _is_visdom_process(pid):
-        return pid
-    path.unlink(missing_ok=True)
-    return None
+        return None
+    return pid if _is_visdom_process(pid) else None
 
 
 def _last_log_line(path: Path) -> str:
@@ -238,6 +244,7 @@ def start(
     port: int = DEFAULT_PORT,
     env_path: Optional[Path] = None,
     public: bool = False,
+    allow_hosts: tuple[str, ...] = (),
     timeout: float = 30.0,
     echo: Callable[[str], None] = print,
 ) -> ServerInfo:
@@ -245,16 +252,20 @@ def start(
 
     A visdom server already answering there is reused. Otherwise the front-end
     files are installed (once, see :mod:`viz.frontend`) and
-    ``python -m visdom.server`` is launched in its own session, detached from
-    this process, with its output in :func:`log_path`.
+    ``python -m viz.visdom_server`` is launched in its own session, detached from
+    this process, with its output in :func:`log_path`. Two calls at once start
+    one server: the second waits for the first and reuses its server.
 
     Args:
         port: TCP port to serve on.
         env_path: folder where visdom saves environments (visdom's default,
             ``~/.visdom``, when None); created if missing.
-        public: listen on every interface with visdom's login enabled. Needs
-            ``VISDOM_USERNAME`` and ``VISDOM_PASSWORD`` in the environment.
-            Without it the server only accepts connections from this machine.
+        public: listen on every interface with visdom's login enabled, and accept
+            this machine's own names in the Host header. Needs ``VISDOM_USERNAME``
+            and ``VISDOM_PASSWORD`` in the environment. Without it the server only
+            accepts connections from this machine.
+        allow_hosts: host names besides the loopback ones that browsers may use to
+            reach the server (a name in /etc/hosts, a tunnel's name).
         timeout: seconds to wait for the new server to answer.
         echo: receives progress lines (the one-time front-end download).
 
@@ -270,7 +281,19 @@ def start(
     env = dict(os.environ)
     if public:
         env = _login_env(env)
+    cmd = [sys.executable, "-m", SERVER_MODULE, "-port", str(port)]
+    if env_path is not None:
+        cmd += ["-env_path", str(_check_env_path(Path(env_path)))]
+    cmd += ["-enable_login", "--public"] if public else ["-bind_local"]
+    for name in allow_hosts:
+        cmd += ["--allow-host", name]
+    with locked(lock_path(port)):
+        return _launch(port, cmd, env, timeout, echo)
 
+
+def _launch(port: int, cmd: list[str], env: dict[str, str], timeout: float,
+            echo: Callable[[str], None]) -> ServerInfo:
+    """Reuse the visdom server on ``port`` or run ``cmd`` and wait for it; the caller holds the lock."""
     found = probe(port)
     if found == "visdom":
         return ServerInfo(port, None, url_for(port), log_path(port), reused=True)
@@ -279,18 +302,11 @@ def start(
             f"port {port} is in use by something that is not a visdom server; "
             "choose another with --port"
         )
-
-    cmd = [sys.executable, "-m", "visdom.server", "-port", str(port)]
-    if env_path is not None:
-        cmd += ["-env_path", str(_check_env_path(Path(env_path)))]
-    cmd += ["-enable_login"] if public else ["-bind_local"]
-
     try:
         frontend.install(echo=echo)
     except frontend.FrontendError as err:
         raise ServerError(str(err)) from None
 
-    state_dir().mkdir(parents=True, exist_ok=True)
     log = log_path(port)
     # Unbuffered, so the log already holds the reason when the server dies at start.
     env["PYTHONUNBUFFERED"] = "1"
@@ -304,7 +320,8 @@ def start(
             start_new_session=True,
         )
     _launched[proc.pid] = proc
-    pid_path(port).write_text(f"{proc.pid}\n")
+    with atomic_path(pid_path(port)) as partial:
+        partial.write_text(f"{proc.pid}\n")
 
     # Wait for the server to answer, giving up if it dies or takes too long.
     deadline = time.monotonic() + timeout
@@ -331,8 +348,9 @@ def stop(port: int = DEFAULT_PORT) -> bool:
     """Stop the visdom server trainviz started on ``port``.
 
     Only the process named in the pid file is signalled, and only while it is
-    still a ``visdom.server`` process: SIGTERM, then SIGKILL after about 5 s.
-    A server trainviz did not start is left alone.
+    still a trainviz visdom server process: SIGTERM, then SIGKILL after about
+    5 s. A server trainviz did not start is left alone; a pid file naming a
+    process that is gone is removed.
 
     Returns:
         True when a server was stopped, False when there was none of ours.
@@ -342,12 +360,12 @@ def stop(port: int = DEFAULT_PORT) -> bool:
         if not stop(8097):
             print("nothing to stop")
     """
-    pid = _our_pid(port)
-    if pid is None:
-        return False
-    _terminate(pid)
-    pid_path(port).unlink(missing_ok=True)
-    return True
+    with locked(lock_path(port)):
+        pid = _our_pid(port)
+        if pid is not None:
+            _terminate(pid)
+        pid_path(port).unlink(missing_ok=True)
+    return pid is not None
 
 
 def status(port: int = DEFAULT_PORT) -> str:
@@ -398,10 +416,22 @@ def server_cli() -> None:
     is_flag=True,
     help="Listen on all interfaces with login (needs VISDOM_USERNAME, VISDOM_PASSWORD).",
 )
-def start_command(port: int, env_path: Optional[Path], public: bool) -> None:
-    """Start a visdom server, or reuse the one already on the port."""
+@click.option(
+    "--allow-host",
+    "allow_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="A host name browsers may use besides localhost and 127.0.0.1 (repeatable).",
+)
+def start_command(port: int, env_path: Optional[Path], public: bool, allow_hosts: tuple[str, ...]) -> None:
+    """Start a visdom server, or reuse the one already on the port.
+
+    The server refuses requests from other web pages (an Origin header other than its
+    own address) and requests addressed to a host name it does not know (DNS
+    rebinding): see --allow-host.
+    """
     try:
-        info = start(port=port, env_path=env_path, public=public, echo=_echo_err)
+        info = start(port=port, env_path=env_path, public=public, allow_hosts=allow_hosts, echo=_echo_err)
     except ServerError as err:
         raise click.ClickException(str(err)) from None
     if info.reused:

@@ -10,47 +10,21 @@ from events.jsonl, so nothing is missing even after a server restart lost it all
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sys
 import threading
 from pathlib import Path
 
 import requests
-from visdom import Visdom
 
+from viz.client import connect
 from viz.render import Renderer
 from viz.sink import Sink, read_events
 
 FLUSH_SECONDS = 1.0  # longest a point waits before it is sent
 MAX_PENDING = 20_000  # events held in memory while the server is away; older ones are dropped
-REQUEST_TIMEOUT = 10.0  # seconds; a hung server must not hang the sender forever
-
-# The visdom client logs a warning for every session and socket decision it makes.
-logging.getLogger("visdom").setLevel(logging.ERROR)
 
 
-class Client(Visdom):
-    """A Visdom client whose requests time out and whose connection errors are raised, not printed."""
-
-    def _handle_post(self, url, data=None):
-        return self.session.post(url, data=data or {}, timeout=REQUEST_TIMEOUT).text
-
-    def win_exists(self, win, env=None):
-        """Whether the window is on the server; ConnectionError when the server does not answer."""
-        return self._win_exists_wrap(win, env) == "true"
-
-
-def connect(server: str, port: int, env: str) -> Client | None:
-    """A client for ``env`` on the server, or None when it does not answer."""
-    try:
-        return Client(server=server, port=port, env=env, raise_exceptions=True, use_incoming_socket=False,
-                      username=os.environ.get("VISDOM_USERNAME"), password=os.environ.get("VISDOM_PASSWORD"))
-    except (ConnectionError, requests.RequestException):
-        return None
-
-
-def rebuild(vis: Visdom, renderer: Renderer, events: list[dict]) -> None:
+def rebuild(vis, renderer: Renderer, events: list[dict]) -> None:
     """Replace the run's environment on the server with one drawn from ``events``, then save it."""
     vis.delete_env(renderer.env)
     renderer.reset()

@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from trainers.cli import TRAINERS
-from trainers.data import DATASETS, load
+from trainers.catalog import DATASETS, TRAINERS
+from trainers.data import load
 from trainers.loop import Parts, Progress, evaluate, fit
 
 
@@ -70,7 +70,7 @@ def epoch_flops(sizes: tuple[int, ...], samples: int) -> int:
 def main(names: str, data_dir: str | None, repeats: int):
     """Print per-trainer epoch times, their ratio and both accuracies."""
     data = load("fashion-mnist", data_dir and os.path.abspath(data_dir), torch.device("cpu"))
-    cls = DATASETS["fashion-mnist"].torchvision_class
+    cls = getattr(datasets, DATASETS["fashion-mnist"].torchvision_name)
     train_set = cls(data.source, train=True, transform=transforms.ToTensor())
     test_set = cls(data.source, train=False, transform=transforms.ToTensor())
     peak = matmul_flops()
@@ -80,19 +80,19 @@ def main(names: str, data_dir: str | None, repeats: int):
     print(f"{'trainer':<16}{'in-memory':>11}{'DL w=0':>9}{f'DL w={cores}':>9}{'speed-up':>10}"
           f"{'acc mem':>9}{'acc DL':>8}")
     for name in names.split(","):
-        module = TRAINERS[name]
-        config = module.CONFIG(trainer=name)
+        trainer = TRAINERS[name]
+        config, build = trainer.config(trainer=name), trainer.build()
         ours, baseline = [], {0: [], cores: []}
         for _ in range(repeats):
             torch.manual_seed(0)
-            parts = module.build(config, torch.device("cpu"))
+            parts = build(config, torch.device("cpu"))
             started = time.perf_counter()
             fit(parts, data, epochs=1, batch_size=config.batch_size,
                 generator=torch.Generator().manual_seed(0), progress=Progress())
             ours.append((time.perf_counter() - started, evaluate(parts, data.test).accuracy))
             for workers in baseline:
                 torch.manual_seed(0)
-                parts = module.build(config, torch.device("cpu"))
+                parts = build(config, torch.device("cpu"))
                 baseline[workers].append(dataloader_epoch(parts, train_set, test_set, config.batch_size, workers))
         best, accuracy = min(ours)
         dl = {workers: min(runs) for workers, runs in baseline.items()}

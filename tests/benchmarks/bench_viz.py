@@ -23,7 +23,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would interleave wit
 import click
 
 from tests.conftest import free_port
-from trainers import command, mlp
+from trainers import command
 from trainers.config import MLPConfig
 from viz import server
 from viz.sink import Sink
@@ -51,7 +51,7 @@ def run_once(mode: str, epochs: int, port: int, out: Path, data_dir: str | None)
         command.make_sink = lambda config, run, resumed=False: SeedSink(vis)
     try:
         started = time.perf_counter()
-        command.train(config, mlp.build)
+        command.train(config)
         wall = time.perf_counter() - started
     finally:
         command.make_sink = original

@@ -1,0 +1,65 @@
+"""What trainviz offers, by name: trainers, datasets, activations.
+
+Known without importing torch or torchvision, so ``trainviz --help`` and every option
+error answer at once; the modules that do the work are imported when a run starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainers.config import MLPConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """One trainer command."""
+
+    name: str  # the command's name
+    module: str  # the module defining ``build(config, device) -> Parts``
+    config: type[TrainConfig]  # its settings
+    summary: str  # the command's help line
+    activation: bool = False  # offers --activation / --negative-slope
+
+    def build(self) -> Callable:
+        """The trainer's ``build`` function (imports torch)."""
+        return importlib.import_module(self.module).build
+
+
+TRAINERS = {trainer.name: trainer for trainer in (
+    Trainer("scratch-softmax", "trainers.scratch_softmax", TrainConfig,
+            "Softmax regression from scratch: hand-written softmax, cross-entropy and SGD."),
+    Trainer("nn-softmax", "trainers.nn_softmax", TrainConfig,
+            "Softmax regression with torch.nn.Linear, nn.CrossEntropyLoss and optim.SGD."),
+    Trainer("mlp-lowlevel", "trainers.mlp_lowlevel", MLPConfig,
+            "MLP (784-200-200-10 by default) from raw tensors, F.relu and F.cross_entropy."),
+    Trainer("mlp", "trainers.mlp", MLPConfig,
+            "MLP as an nn.Module with ReLU or LeakyReLU hidden layers.", activation=True),
+)}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What trainviz knows about one dataset."""
+
+    title: str  # how messages name it
+    torchvision_name: str  # its class in torchvision.datasets: reader, checks and download
+    classes: tuple[str, ...]  # class names, in label order
+    system_dir: Path | None  # where a system package installs the raw files
+
+
+DATASETS = {
+    "fashion-mnist": Dataset(
+        "Fashion-MNIST", "FashionMNIST",
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        Path("/usr/share/datasets/fashion-mnist"),
+    ),
+    "mnist": Dataset("MNIST", "MNIST", tuple("0123456789"), None),
+}
+
+# The class-based MLP's --activation choices; trainers.mlp maps each to its nn.Module.
+ACTIVATIONS = ("relu", "leaky-relu")

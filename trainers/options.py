@@ -1,0 +1,135 @@
+"""The trainer commands' options and the errors commands exit with.
+
+Nothing here imports torch: Click parses and checks every option before a run imports
+the heavy modules, so a mistake is reported at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import urllib.parse
+from pathlib import Path
+
+import click
+
+from trainers.catalog import ACTIVATIONS, DATASETS
+from trainers.config import MLPConfig, TrainConfig
+
+
+class UserError(click.ClickException):
+    """A mistake in the user's input or setup: one line, exit status 2."""
+
+    exit_code = 2
+
+
+class HiddenSizes(click.ParamType):
+    """``200,200`` -> (200, 200)."""
+
+    name = "SIZES"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            sizes = tuple(int(part) for part in str(value).split(","))
+        except ValueError:
+            sizes = ()
+        if not sizes or min(sizes) < 1:
+            self.fail(f"{value!r} is not a comma-separated list of positive layer widths, like 200,200", param, ctx)
+        return sizes
+
+
+def server_url(ctx, param, value: str) -> str:
+    """Check that --server is an http(s) URL with a host."""
+    parsed = urllib.parse.urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("", "/"):
+        raise click.BadParameter(f"{value!r} is not a server URL like http://localhost", ctx, param)
+    return value.rstrip("/")
+
+
+# What visdom can store as a file name in its env folder and show in its menu.
+ENV_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
+
+
+def env_name(ctx, param, value: str | None) -> str | None:
+    """Check that --env is a name visdom stores safely."""
+    if value is not None and not ENV_NAME.fullmatch(value):
+        raise click.BadParameter(
+            f"{value!r} is not a usable environment name: use up to 100 letters, digits, '_', '-' "
+            "and '.', not starting with '.'", ctx, param)
+    return value
+
+
+def existing_folder(ctx, param, value: Path | None) -> Path | None:
+    """Check that a folder option names a folder that exists."""
+    if value is not None and not value.is_dir():
+        what = "is a file, not a folder" if value.exists() else "does not exist"
+        raise click.BadParameter(f"{value} {what}", ctx, param)
+    return value
+
+
+def server_options(command):
+    """--server, --port and --env: where a run's dashboard goes."""
+    for option in reversed([
+        click.option("--server", envvar="VISDOM_SERVER_URL", default=TrainConfig.server, show_default=True,
+                     callback=server_url, help="Visdom server URL (env VISDOM_SERVER_URL)."),
+        click.option("--port", envvar="VISDOM_PORT", type=click.IntRange(1, 65535), default=TrainConfig.port,
+                     show_default=True, help="Visdom server port (env VISDOM_PORT)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def train_options(config: type[TrainConfig], activation: bool = False):
+    """Click options for every field of ``config``, with the dataclass defaults.
+
+    An ``MLPConfig`` adds --hidden; ``activation`` adds --activation and --negative-slope.
+    """
+    d = {f.name: f.default for f in dataclasses.fields(config)}
+    positive = click.IntRange(min=1)
+    options = [
+        click.option("--dataset", type=click.Choice(sorted(DATASETS)), default=d["dataset"], show_default=True,
+                     help="Which dataset to train on."),
+        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                     help="Folder with the dataset (torchvision layout or the 4 IDX files); "
+                          "default: the cache, then the system package, then a download."),
+        click.option("--epochs", type=positive, default=d["epochs"], show_default=True, help="Passes over the training set."),
+        click.option("--batch-size", type=positive, default=d["batch_size"], show_default=True, help="Samples per SGD step."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=d["lr"], show_default=True,
+                     help="SGD learning rate."),
+        click.option("--seed", type=int, default=d["seed"], show_default=True, help="Seed for weights, shuffling and samples."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=d["device"], show_default=True,
+                     help="auto: cuda when available, else cpu."),
+        click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=d["out"], show_default=True,
+                     help="Folder that receives the run folder."),
+        click.option("--viz/--no-viz", default=d["viz"], show_default=True, help="Stream to the visdom dashboard."),
+        server_options,
+        click.option("--env", default=None, callback=env_name,
+                     help="Visdom environment (letters, digits, _ - .); default: the run folder's name."),
+        click.option("--log-every", type=positive, default=d["log_every"], show_default=True,
+                     help="Steps between training-loss points."),
+        click.option("--images", type=click.IntRange(1, 256), default=d["images"], show_default=True,
+                     help="Test images in the prediction grid."),
+        click.option("--save-every", type=positive, default=d["save_every"], show_default=True,
+                     help="Epochs between checkpoints (the last epoch and a stop always save)."),
+        click.option("--resume", type=click.Path(path_type=Path, file_okay=False), default=None,
+                     help="Continue the run in this folder where it stopped."),
+    ]
+    if issubclass(config, MLPConfig):
+        options.append(click.option("--hidden", type=HiddenSizes(), default=",".join(map(str, d["hidden"])),
+                                    show_default=True, help="Hidden layer widths, comma-separated."))
+    if activation:
+        options += [
+            click.option("--activation", type=click.Choice(ACTIVATIONS), default=d["activation"],
+                         show_default=True, help="Activation between the hidden layers."),
+            click.option("--negative-slope", type=click.FloatRange(min=0, max=1), default=d["negative_slope"],
+                         show_default=True, help="LeakyReLU slope for negative inputs."),
+        ]
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate

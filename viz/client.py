@@ -1,0 +1,71 @@
+"""The Visdom client trainviz uses, imported without torch.
+
+visdom's client module imports torch when it can, only to accept tensors, which
+trainviz never sends (the sinks hand it numpy arrays and lists). Commands that need
+no torch (replay, compare, the sweep's dashboard) would wait two seconds for it, so
+visdom is imported with torch hidden unless torch is already loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import requests
+
+REQUEST_TIMEOUT = 10.0  # seconds; a hung server must not hang a sender forever
+
+
+def import_visdom():
+    """The visdom package, imported without torch when torch is not loaded yet."""
+    if "visdom" in sys.modules or "torch" in sys.modules:
+        import visdom
+        return visdom
+    sys.modules["torch"] = None  # `import torch` now raises ImportError, which visdom catches
+    try:
+        import visdom
+    finally:
+        del sys.modules["torch"]
+    return visdom
+
+
+visdom = import_visdom()
+
+# The visdom client logs a warning for every session and socket decision it makes.
+logging.getLogger("visdom").setLevel(logging.ERROR)
+
+
+class Client(visdom.Visdom):
+    """A Visdom client whose requests time out and whose connection errors are raised, not printed."""
+
+    def _handle_post(self, url, data=None):
+        return self.session.post(url, data=data or {}, timeout=REQUEST_TIMEOUT).text
+
+    def win_exists(self, win, env=None):
+        """Whether the window is on the server; ConnectionError when the server does not answer."""
+        return self._win_exists_wrap(win, env) == "true"
+
+    def add_trace(self, x: list[float], y: list[float], win: str, env: str, name: str, opts: dict) -> str:
+        """Add the line trace ``name`` to window ``win``, creating the window if it is missing.
+
+        One request, which the server applies whole: visdom's own ``line(update="append")``
+        first asks whether the window exists and then creates it, replacing whatever
+        another process put there in between.
+        """
+        # visdom's append creates a missing window but not a missing environment; this does,
+        # and does nothing to one that exists.
+        self._handle_post(f"{self.server}:{self.port}{self.base_url}/env/{env}", data=json.dumps({"eid": env}))
+        trace = {"x": list(x), "y": list(y), "name": name, "type": "scatter", "mode": "lines"}
+        return self._send({"data": [trace], "win": win, "eid": env, "name": name, "append": True,
+                           "layout": visdom._opts2layout(opts), "opts": opts}, endpoint="update")
+
+
+def connect(server: str, port: int, env: str) -> Client | None:
+    """A client for ``env`` on the server, or None when it does not answer."""
+    try:
+        return Client(server=server, port=port, env=env, raise_exceptions=True, use_incoming_socket=False,
+                      username=os.environ.get("VISDOM_USERNAME"), password=os.environ.get("VISDOM_PASSWORD"))
+    except (ConnectionError, requests.RequestException):
+        return None
