@@ -31,6 +31,7 @@ from conftest import RAW, free_port, idx_bytes, synthetic_split, write_idx_dir
 from trainers.cli import cli
 from trainers.catalog import DATASETS
 from viz import frontend, server
+from viz.render import TRACE_CAP
 from viz.windows import COMPARE_ENV, WINDOWS
 
 pytestmark = pytest.mark.slow
@@ -41,7 +42,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 HOST = "http://127.0.0.1"
-RUN_WINDOWS = {key for key in WINDOWS if not key.startswith("compare_")}
+# The learning-rate pane appears only when the rate changes; every run here keeps it constant.
+RUN_WINDOWS = {key for key in WINDOWS if not key.startswith("compare_") and key != "lr"}
 COMPARE_WINDOWS = {key for key in WINDOWS if key.startswith("compare_")}
 CLASSES = DATASETS["fashion-mnist"].classes
 LINE_WINDOWS = ("train_loss", "loss", "accuracy")
@@ -155,6 +157,8 @@ WINDOW_INFO_JS = """() => Array.from(document.querySelectorAll('.window')).map(w
     bars: w.querySelectorAll('.barlayer .point').length,
     heatmap: w.querySelectorAll('g.heatmaplayer .hm image, g.heatmaplayer image').length,
     images: Array.from(w.querySelectorAll('img')).map(i => i.complete ? i.naturalWidth : 0),
+    yticks: Array.from(w.querySelectorAll('.ytick text'))
+        .map(t => [t.textContent, t.getBoundingClientRect().top]),
     text: (w.querySelector('.content') || {}).innerText || '',
 }))"""
 
@@ -245,14 +249,20 @@ def test_browser_shows_every_window(visdom_port, browser, tmp_path):
             assert window["lines"] or window["bars"] or window["heatmap"], f"{key}: the plot drew nothing"
         else:
             assert any(window["images"]) or window["text"].strip(), f"{key}: the window is empty"
-    traces = {"train_loss": ["loss", "epoch mean"], "loss": ["train", "test"], "accuracy": ["train", "test"]}
+    traces = {"train_loss": ["loss", "smoothed", "epoch mean"], "loss": ["train", "test"],
+              "accuracy": ["train", "test"]}
     for key in LINE_WINDOWS:
-        assert by_key[key]["lines"] == len(traces[key]), f"{key}: {by_key[key]}"
+        # Epoch means are drawn as dots, every other trace as a line.
+        assert by_key[key]["lines"] == len([t for t in traces[key] if t != "epoch mean"]), f"{key}: {by_key[key]}"
         assert by_key[key]["legend"] == traces[key], key
-    for key in ("samples", "mistakes"):
+    for key in ("samples", "mistakes", "templates"):
         assert by_key[key]["images"] and all(by_key[key]["images"]), f"{key}: images not loaded"
+    # The confusion matrix reads like a table: the first class's row on top.
+    rows = [name for name, _ in sorted(by_key["confusion"]["yticks"], key=lambda tick: tick[1])]
+    assert rows == list(CLASSES), rows
     assert any(name in by_key["predictions"]["text"] for name in CLASSES), by_key["predictions"]["text"]
     assert by_key["confusion"]["heatmap"] >= 1, "confusion: no heatmap drawn"
+    assert "%" in by_key["confusion"]["text"] or by_key["confusion"]["plot"]
     assert by_key["class_acc"]["bars"] == len(CLASSES)
     assert "trainer" in by_key["config"]["text"]
 
@@ -297,7 +307,12 @@ def assert_complete(port: int, run: Path) -> None:
     env, steps, epochs = recorded(run)
     windows = window_data(port, env)
     assert sorted(windows) == sorted(RUN_WINDOWS)
-    assert trace_x(windows["train_loss"], "loss") == steps
+    for name in ("loss", "smoothed"):
+        # Past TRACE_CAP points the server holds a decimated copy: the same ends, no invented steps.
+        shown = trace_x(windows["train_loss"], name)
+        assert shown == steps if len(steps) <= TRACE_CAP else (
+            shown[0] == steps[0] and shown[-1] == steps[-1] and set(shown) <= set(steps)
+            and len(shown) <= TRACE_CAP), name
     for key in ("loss", "accuracy"):
         for name in ("train", "test"):
             assert trace_x(windows[key], name) == epochs, f"{key}/{name}"
@@ -375,7 +390,7 @@ def killed_run(tmp_path_factory):
         # Once the first epoch is on the dashboard the server goes away while training goes on.
         running.stop()
         down = time.monotonic()
-        wait_for(proc, lambda: count_lines(run / "events.jsonl", '"kind": "save"') >= 2,
+        wait_for(proc, lambda: count_lines(run / "metrics.jsonl", '"kind": "epoch"') >= 2,
                  "a second epoch with the server down")
         # Without a server an epoch takes a fraction of a second: pause the trainer while the
         # server restarts, so that it comes back with epochs still to go.

@@ -19,12 +19,14 @@ from trainers.command import make_sink, trace_name
 from trainers.config import MLPConfig, TrainConfig
 from trainers.data import Data, Split, floats
 from trainers.loop import Evaluation, Parts
-from trainers.report import caption, report_epoch
+from trainers.report import (Smoothed, caption, learned_weights, report_curves, report_layers,
+                             report_panes)
 from trainers.run import RunDir
 from viz import client
 from viz.client import Client
 from viz.render import CAPTION, GREEN, RED, TILE, LostState, Renderer, label_tiles
-from viz.sink import RecordingSink, Sink, decode_images, read_events
+from viz.render import TRACE_CAP
+from viz.sink import RecordingSink, Sink, decode_array, decode_images, read_events
 from viz.visdom_sink import VisdomSink, rebuild
 from viz.windows import WINDOWS
 
@@ -51,6 +53,7 @@ def line_calls(vis) -> list[dict]:
         for axis in ("X", "Y"):
             assert kwargs[axis].dtype == float
             kwargs[axis] = kwargs[axis].tolist()
+        kwargs.setdefault("update", None)
         calls.append(kwargs)
     return calls
 
@@ -68,7 +71,7 @@ def wait_for(condition, seconds: float = 3.0) -> None:
         time.sleep(0.005)
 
 
-LOSS_OPTS = {"title": WINDOWS["loss"].title, "width": 480, "height": 320, "xlabel": "epoch",
+LOSS_OPTS = {"title": WINDOWS["loss"].title, "width": WINDOWS["loss"].width, "height": WINDOWS["loss"].height, "xlabel": "epoch",
              "ylabel": "cross-entropy", "showlegend": True}
 
 
@@ -84,8 +87,9 @@ def test_first_scalars_create_the_window_and_later_ones_append():
     assert line_calls(vis) == [
         dict(Y=[0.5], X=[1.0], win="loss", env=ENV, name="train", update=None,
              opts={**LOSS_OPTS, "legend": ["train"]}),
-        dict(Y=[0.4], X=[2.0], win="loss", env=ENV, name="train", update="append", opts=None),
     ]
+    # later points go to every trace of the window in one request, without asking if it exists
+    vis.append_traces.assert_called_once_with("loss", ENV, [([2.0], [0.4])])
     # before the second batch the renderer checks that the server still holds its window
     vis.win_exists.assert_called_once_with("loss", env=ENV)
 
@@ -94,7 +98,7 @@ def test_epoch_mean_trace_is_drawn_with_markers():
     vis = mock_vis()
     Renderer(vis, ENV).render([scalars("train_loss", 50, {"epoch mean": 1.5})])
     (call,) = line_calls(vis)
-    assert call["opts"] == {"title": WINDOWS["train_loss"].title, "width": 480, "height": 320,
+    assert call["opts"] == {"title": WINDOWS["train_loss"].title, "width": WINDOWS["train_loss"].width, "height": WINDOWS["train_loss"].height,
                             "xlabel": "step", "ylabel": "cross-entropy", "showlegend": True,
                             "legend": ["epoch mean"], "markers": True, "markersize": 6}
 
@@ -108,8 +112,17 @@ def test_consecutive_points_of_a_trace_go_in_one_request_in_order():
     assert [(c["win"], c["name"], c["X"], c["Y"], c["update"]) for c in calls] == [
         ("train_loss", "loss", [1.0, 2.0, 3.0, 4.0, 5.0], [2.9, 2.8, 2.7, 2.6, 2.5], None),
         ("loss", "train", [1.0, 2.0], [0.9, 0.7], None),
-        ("loss", "test", [1.0, 2.0], [1.1, 0.8], "append"),  # the window exists once "train" made it
     ]
+    # the window exists once "train" made it: "test" is added to it in one request
+    vis.add_trace.assert_called_once_with([1.0, 2.0], [1.1, 0.8], "loss", ENV, "test",
+                                          {**LOSS_OPTS}, mode="lines")
+    vis.append_traces.assert_not_called()
+
+    vis.reset_mock()
+    renderer = Renderer(vis, ENV)
+    renderer.render([scalars("loss", 1, {"train": 0.9, "test": 1.1})])
+    renderer.render([scalars("loss", 2, {"test": 0.8})])
+    vis.append_traces.assert_called_once_with("loss", ENV, [None, ([2.0], [0.8])])  # by position
 
 
 def test_a_non_scalar_event_splits_the_batch_in_order():
@@ -117,12 +130,12 @@ def test_a_non_scalar_event_splits_the_batch_in_order():
     Renderer(vis, ENV).render([scalars("train_loss", 1, {"loss": 2.0}), scalars("train_loss", 2, {"loss": 1.9}),
                                {"kind": "text", "win": "predictions", "html": "<b>hi</b>"},
                                scalars("train_loss", 3, {"loss": 1.8})])
-    assert names(vis) == ["line", "text", "line"]
-    first, second = line_calls(vis)
+    assert names(vis) == ["line", "text", "append_traces"]
+    (first,) = line_calls(vis)
     assert (first["X"], first["Y"], first["update"]) == ([1.0, 2.0], [2.0, 1.9], None)
-    assert (second["X"], second["Y"], second["update"], second["opts"]) == ([3.0], [1.8], "append", None)
+    vis.append_traces.assert_called_once_with("train_loss", ENV, [([3.0], [1.8])])
     vis.text.assert_called_once_with("<b>hi</b>", win="predictions", env=ENV,
-                                     opts={"title": WINDOWS["predictions"].title, "width": 480, "height": 520})
+                                     opts={"title": WINDOWS["predictions"].title, "width": WINDOWS["predictions"].width, "height": WINDOWS["predictions"].height})
 
 
 def test_compare_curves_are_redrawn_whole_and_created_when_missing():
@@ -167,7 +180,7 @@ def test_images_become_one_request_of_labelled_rgb_tiles():
     (tiles,) = call.args
     assert tiles.dtype == np.uint8 and tiles.shape == (3, 3, TILE + 4 + CAPTION, TILE + 4)
     assert call.kwargs == dict(nrow=3, padding=2, win="samples", env=ENV,
-                               opts={"title": WINDOWS["samples"].title, "width": 760, "height": 560})
+                               opts={"title": WINDOWS["samples"].title, "width": WINDOWS["samples"].width, "height": WINDOWS["samples"].height})
     # the image sits inside the 2-pixel frame, enlarged 3x with nearest-neighbour
     np.testing.assert_array_equal(tiles[1, 0, 2:2 + TILE:3, 2:2 + TILE:3], pixels[1])
 
@@ -186,28 +199,28 @@ def test_heatmap_bars_histogram_text_and_config_requests():
     heatmap = vis.heatmap.call_args.kwargs
     np.testing.assert_array_equal(heatmap.pop("X"), [[3.0, 1.0], [0.0, 4.0]])
     assert heatmap == dict(win="confusion", env=ENV, opts={
-        "title": WINDOWS["confusion"].title, "width": 560, "height": 460, "xlabel": "predicted",
-        "ylabel": "true", "rownames": ["a", "b"], "columnnames": ["a", "b"], "colormap": "Viridis",
+        "title": WINDOWS["confusion"].title, "width": WINDOWS["confusion"].width, "height": WINDOWS["confusion"].height,
+        "rownames": ["a", "b"], "columnnames": ["a", "b"], "colormap": "Viridis",
         "layoutopts": {"plotly": {"margin": {"l": 100, "b": 90}}}})
 
     bar = vis.bar.call_args.kwargs
     np.testing.assert_array_equal(bar.pop("X"), [0.75, 1.0])
     assert bar == dict(win="class_acc", env=ENV,
-                       opts={"title": WINDOWS["class_acc"].title, "width": 560, "height": 320, "rownames": ["a", "b"]})
+                       opts={"title": WINDOWS["class_acc"].title, "width": WINDOWS["class_acc"].width, "height": WINDOWS["class_acc"].height, "rownames": ["a", "b"]})
 
     histogram = vis.line.call_args.kwargs
     # one column per layer; the shorter one is padded with NaN
     np.testing.assert_array_equal(histogram.pop("X"), [[-1.0, 0.5], [0.0, np.nan], [1.0, np.nan]])
     np.testing.assert_array_equal(histogram.pop("Y"), [[0.2, 2.0], [0.6, np.nan], [0.2, np.nan]])
     assert histogram == dict(win="weights", env=ENV, opts={
-        "title": WINDOWS["weights"].title, "width": 480, "height": 320, "xlabel": "weight", "ylabel": "density",
+        "title": WINDOWS["weights"].title, "width": WINDOWS["weights"].width, "height": WINDOWS["weights"].height, "xlabel": "weight", "ylabel": "density",
         "legend": ["0.weight", "2.weight"]})
 
     text, config = vis.text.call_args_list
     assert text.args == ("<table></table>",)
     assert config.kwargs == dict(win="config", env=ENV,
-                                 opts={"title": "Run config", "width": 480, "height": 600})
-    assert "<b>lr</b></td><td>0.1</td>" in config.args[0] and "&lt;x&gt;" in config.args[0]
+                                 opts={"title": "Run config", "width": WINDOWS["config"].width, "height": WINDOWS["config"].height})
+    assert "<b>lr</b> 0.1</div>" in config.args[0] and "&lt;x&gt;" in config.args[0]
 
 
 def test_render_raises_lost_state_when_the_server_lost_a_window():
@@ -217,7 +230,7 @@ def test_render_raises_lost_state_when_the_server_lost_a_window():
     vis.win_exists.return_value = False
     with pytest.raises(LostState):
         renderer.render([scalars("loss", 2, {"train": 0.9})])
-    assert vis.line.call_count == 1  # nothing appended to a window that is gone
+    assert vis.line.call_count == 1 and not vis.append_traces.called  # nothing sent to a window that is gone
     assert issubclass(LostState, ConnectionError)  # the sender treats it like a dropped connection
 
     renderer.reset()
@@ -294,9 +307,8 @@ def test_close_delivers_what_is_queued(tmp_path):
     sink.save()
     sink.scalars("loss", x=2, values={"train": 0.4, "test": 0.5})
     sink.close()
-    assert names(vis) == ["line", "line", "bar", "save", "line", "line"]
-    assert [(c["name"], c["X"], c["update"]) for c in line_calls(vis)[2:]] == [
-        ("train", [2.0], "append"), ("test", [2.0], "append")]
+    assert names(vis) == ["line", "add_trace", "bar", "save", "append_traces"]
+    vis.append_traces.assert_called_once_with("loss", ENV, [([2.0], [0.4]), ([2.0], [0.5])])
 
 
 def test_no_server_warns_once_and_training_goes_on(tmp_path, capsys):
@@ -356,9 +368,11 @@ def test_a_dead_server_keeps_memory_bounded_and_the_next_delivery_rebuilds(tmp_p
     after = [c for c in calls[last_delete + 1:] if c[0] != "win_exists"]
     assert [c[0] for c in after] == ["line", "save"]
     line = after[0].kwargs
-    assert line["X"].tolist() == [float(s) for s in range(1000)]
-    assert line["Y"].tolist() == [s / 1000 for s in range(1000)]
-    assert line["update"] is None  # the window is created afresh in the emptied env
+    assert "update" not in line  # the window is created afresh in the emptied env
+    # with the whole run, decimated to stay bounded on the server: both ends, every step in order
+    x = line["X"].tolist()
+    assert x[0] == 0.0 and x[-1] == 999.0 and x == sorted(set(x)) and len(x) <= TRACE_CAP
+    assert line["Y"].tolist() == [s / 1000 for s in x]
 
 
 def test_events_dropped_during_a_rebuild_are_not_lost(tmp_path):
@@ -454,42 +468,75 @@ def tiny_report(with_grad: bool = True, predicted=PREDICTED):
     test = Evaluation(loss=1.2, accuracy=0.5, predictions=torch.tensor(predicted),
                       confidence=torch.tensor(CONFIDENCE))
     sink = RecordingSink()
-    report_epoch(sink, RECORD, test, parts, data, torch.tensor([1, 0, 5]), "run-1 (lr=0.1 bs=4)", lr=0.1)
+    report_curves(sink, RECORD, "run-1 (lr=0.1 bs=4)")
+    report_panes(sink, RECORD, test, parts, data, torch.tensor([1, 0, 5]))
+    report_layers(sink, RECORD, parts, samples_seen=8)
     return sink.events, data, model
 
 
-def test_report_emits_every_window_and_saves_last():
+def test_report_emits_every_window_in_page_order():
     events, data, model = tiny_report()
     assert [(e["kind"], e.get("win")) for e in events] == [
-        ("scalars", "train_loss"), ("scalars", "loss"), ("scalars", "accuracy"), ("scalars", "throughput"),
-        ("scalars", "lr"), ("scalars", "compare_acc"), ("scalars", "compare_loss"),
+        ("scalars", "train_loss"), ("scalars", "loss"), ("scalars", "accuracy"),
+        ("scalars", "compare_acc"), ("scalars", "compare_loss"),
         ("images", "samples"), ("text", "predictions"), ("images", "mistakes"),
-        ("heatmap", "confusion"), ("bars", "class_acc"), ("histogram", "weights"),
-        ("scalars", "weight_norm"), ("scalars", "grad_norm"), ("save", None),
+        ("confusion", "confusion"), ("bars", "class_acc"), ("templates", "templates"), ("histogram", "weights"),
+        ("scalars", "weight_norm"), ("scalars", "grad_norm"), ("scalars", "throughput"),
     ]
     trace = "run-1 (lr=0.1 bs=4)"
-    assert events[:7] == [
+    assert events[:5] == [
         scalars("train_loss", 10, {"epoch mean": 1.5}),
         scalars("loss", 2, {"train": 1.5, "test": 1.2}),
         scalars("accuracy", 2, {"train": 0.4, "test": 0.5}),
-        scalars("throughput", 2, {"samples/s": 4.0}),  # 8 training samples in 2 s
-        scalars("lr", 2, {"lr": 0.1}),
         scalars("compare_acc", 2, {trace: 0.5}, env="compare"),
         scalars("compare_loss", 2, {trace: 1.2}, env="compare"),
     ]
     weight = model[1].weight
-    assert events[13] == scalars("weight_norm", 2, {"1.weight": pytest.approx(weight.norm().item())})
-    assert events[14] == scalars("grad_norm", 2, {"1.weight": pytest.approx(weight.grad.norm().item())})
+    assert events[12] == scalars("weight_norm", 2, {"1.weight": pytest.approx(weight.norm().item())})
+    assert events[13] == scalars("grad_norm", 2, {"1.weight": pytest.approx(weight.grad.norm().item())})
+    assert events[14] == scalars("throughput", 2, {"samples/s": 4.0})  # 8 training samples in 2 s
     json.dumps(events)  # everything is JSON-ready, as the live sink writes it
+
+
+def test_a_linear_classifier_shows_one_template_per_class():
+    events, _, model = tiny_report()
+    (templates,) = [e for e in events if e["kind"] == "templates"]
+    assert templates["captions"] == list(CLASSES) and templates["columns"] == 5
+    expected = model[1].weight.detach().reshape(3, 28, 28).numpy()  # nn.Linear: (classes, 784)
+    np.testing.assert_allclose(decode_array(templates), expected, atol=1e-3, rtol=1e-3)
+
+
+def test_hand_written_weights_are_read_input_first():
+    from trainers.scratch_softmax import SoftmaxRegression
+
+    torch.manual_seed(0)
+    model = SoftmaxRegression(classes=3)  # W is (784, classes)
+    weights, captions, _ = learned_weights(model, CLASSES)
+    np.testing.assert_array_equal(weights, model.params["W"].detach().T.reshape(3, 28, 28).numpy())
+    assert captions == list(CLASSES)
+
+
+def test_an_mlp_shows_its_strongest_first_layer_units():
+    from trainers.mlp import MLP
+
+    torch.manual_seed(0)
+    model = MLP((784, 40, 10))
+    with torch.no_grad():
+        model.net[1].weight[7] *= 10  # unit 7 now has by far the largest weights
+    weights, captions, columns = learned_weights(model, tuple("0123456789"))
+    assert weights.shape == (32, 28, 28) and columns == 8
+    assert captions[0] == "unit 7"
+    norms = [np.linalg.norm(w) for w in weights]
+    assert norms == sorted(norms, reverse=True)
 
 
 def test_report_confusion_matrix_and_class_accuracy_by_hand():
     events, _, _ = tiny_report()
     confusion = next(e for e in events if e["win"] == "confusion")
     # true a: 1 right, 1 taken for b; true b: both right; true c: 1 right, 1 taken for a
-    assert confusion["matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
-    assert sum(map(sum, confusion["matrix"])) == len(TEST_LABELS)
-    assert confusion["rows"] == confusion["columns"] == list(CLASSES)
+    assert confusion["counts"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert sum(map(sum, confusion["counts"])) == len(TEST_LABELS)
+    assert confusion["classes"] == list(CLASSES)
     class_acc = next(e for e in events if e["win"] == "class_acc")
     assert class_acc["values"] == pytest.approx([0.5, 1.0, 0.5]) and class_acc["names"] == list(CLASSES)
 
@@ -534,7 +581,7 @@ def test_report_without_mistakes_says_so_instead_of_a_grid():
     events, _, _ = tiny_report(predicted=TEST_LABELS)
     (mistakes,) = [e for e in events if e.get("win") == "mistakes"]
     assert mistakes["kind"] == "text" and "No mistakes" in mistakes["html"]
-    assert next(e for e in events if e.get("win") == "confusion")["matrix"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
+    assert next(e for e in events if e.get("win") == "confusion")["counts"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
 
 
 # ---------------------------------------------------------------- the sink a command picks

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import time
 from pathlib import Path
 
 import click
@@ -17,9 +18,15 @@ from trainers.config import MLPConfig, TrainConfig
 from trainers.data import DataError, load
 from trainers.loop import Diverged, Evaluation, Interrupted, Parts, Progress, evaluate, fit
 from trainers.options import UserError
-from trainers.report import report_epoch, sample_indices
+from trainers.report import Smoothed, report_curves, report_layers, report_panes, sample_indices
 from trainers.run import RunDir
+from viz.economy import Budget
 from viz.sink import Sink
+
+# The costly dashboard panes may take this share of the run's time (their measured cost
+# decides how often they are refreshed); the curves are drawn every epoch regardless.
+PANES_SHARE = 0.02
+SMOOTHING = 0.6  # weight of the past in the smoothed training loss (TensorBoard's default)
 
 
 class Stopped(click.ClickException):
@@ -110,9 +117,10 @@ def train(config: TrainConfig) -> None:
         generator.set_state(state["generator"])
         run.truncate_metrics(progress.step)
     sink = make_sink(config, run, resumed=state is not None)
-    if state is None:
-        sink.config(settings)
     samples = sample_indices(len(data.test), config.images, config.seed)
+    budget = Budget(PANES_SHARE, background=sink.background_seconds)
+    smoothed = Smoothed(SMOOTHING)
+    config_shown = state is not None  # a resumed run's environment has it already
 
     def save() -> None:
         run.save_checkpoint(checkpoint(parts, config, progress, generator))
@@ -120,14 +128,30 @@ def train(config: TrainConfig) -> None:
     def on_steps(epoch: int, points: list[tuple[int, float]]) -> None:
         run.append_metrics([{"kind": "step", "epoch": epoch, "step": s, "train_loss": v} for s, v in points])
         for step, value in points:
-            sink.scalars("train_loss", x=step, values={"loss": value})
+            sink.scalars("train_loss", x=step, values={"loss": value, "smoothed": smoothed(value)})
+
+    def show(record: dict, test: Evaluation) -> None:
+        """The epoch on the dashboard: curves always, costly panes when the budget allows and at the end."""
+        nonlocal config_shown
+        report_curves(sink, record, trace_name(config, run))
+        panes = record["epoch"] == config.epochs or budget.due()
+        if panes:
+            started = time.perf_counter()
+            report_panes(sink, record, test, parts, data, samples)
+            budget.spent(started, time.perf_counter() - started)
+        report_layers(sink, record, parts, len(data.train))
+        if not config_shown:  # after the first epoch's panes, so its window comes last on the page
+            sink.config(settings)
+            config_shown = True
+        if panes:
+            sink.save()
 
     def on_epoch(record: dict, test: Evaluation) -> None:
         run.append_metrics([record])
         if record["epoch"] % config.save_every == 0 or record["epoch"] == config.epochs:
             save()
         if sink.active:
-            report_epoch(sink, record, test, parts, data, samples, trace_name(config, run), config.lr)
+            show(record, test)
         tqdm.write(
             f"epoch {record['epoch']}/{config.epochs}  train loss {record['train_loss']:.4f} "
             f"acc {record['train_acc']:.4f}  test loss {record['test_loss']:.4f} "

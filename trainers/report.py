@@ -1,9 +1,16 @@
-"""What the dashboard shows after each epoch, computed from the model and its test results."""
+"""What the dashboard shows after each epoch, computed from the model and its test results.
+
+Three parts, in the order the windows should appear on the page: the curves (every
+epoch), the costly panes (grids, tables, confusion matrix, what the model learned,
+weight histograms: when the time budget allows, and at the last epoch), and the
+per-layer norms and throughput (every epoch).
+"""
 
 from __future__ import annotations
 
 import html
 
+import numpy as np
 import torch
 
 from trainers.data import Data
@@ -13,6 +20,27 @@ from viz.windows import COMPARE_ENV
 
 MISTAKES = 8  # images in the most-confident-mistakes grid
 BINS = 40  # histogram bins per layer
+UNITS = 32  # hidden units shown in "what the model learned": the ones with the largest weights
+PIXELS = 28 * 28  # inputs of every model here
+
+
+class Smoothed:
+    """An exponential moving average of a series, debiased at the start (as TensorBoard smooths).
+
+    Example:
+        >>> smooth = Smoothed(0.6)
+        >>> smooth(1.0), round(smooth(0.0), 4)
+        (1.0, 0.375)
+    """
+
+    def __init__(self, weight: float):
+        self.weight, self.average, self.total_weight = weight, 0.0, 0.0
+
+    def __call__(self, value: float) -> float:
+        """Add ``value`` and return the smoothed value so far."""
+        self.average = self.weight * self.average + (1 - self.weight) * value
+        self.total_weight = self.weight * self.total_weight + (1 - self.weight)
+        return self.average / self.total_weight
 
 
 def sample_indices(n_test: int, count: int, seed: int) -> torch.Tensor:
@@ -30,21 +58,22 @@ def caption(classes: tuple[str, ...], true: int, predicted: int, confidence: flo
     return f"{classes[true][:13]}\n-> {classes[predicted][:10]} {confidence:.0%}"
 
 
-def report_epoch(sink: Sink, record: dict, test: Evaluation, parts: Parts, data: Data,
-                 samples: torch.Tensor, trace: str, lr: float) -> None:
-    """Send one epoch's plots, grids, tables and histograms to ``sink``."""
-    epoch, classes = record["epoch"], data.classes
-    labels = data.test.labels.cpu()
-    predicted, confidence = test.predictions.cpu(), test.confidence.cpu()
-
-    # curves
+def report_curves(sink: Sink, record: dict, trace: str) -> None:
+    """The epoch's points on the loss and accuracy curves, here and in the compare environment."""
+    epoch = record["epoch"]
     sink.scalars("train_loss", x=record["step"], values={"epoch mean": record["train_loss"]})
     sink.scalars("loss", x=epoch, values={"train": record["train_loss"], "test": record["test_loss"]})
     sink.scalars("accuracy", x=epoch, values={"train": record["train_acc"], "test": record["test_acc"]})
-    sink.scalars("throughput", x=epoch, values={"samples/s": len(data.train) / record["seconds"]})
-    sink.scalars("lr", x=epoch, values={"lr": lr})
     sink.scalars("compare_acc", x=epoch, values={trace: record["test_acc"]}, env=COMPARE_ENV)
     sink.scalars("compare_loss", x=epoch, values={trace: record["test_loss"]}, env=COMPARE_ENV)
+
+
+def report_panes(sink: Sink, record: dict, test: Evaluation, parts: Parts, data: Data,
+                 samples: torch.Tensor) -> None:
+    """The costly panes: sample grid and table, mistakes, confusion, per-class accuracy, learned weights."""
+    epoch, classes = record["epoch"], data.classes
+    labels = data.test.labels.cpu()
+    predicted, confidence = test.predictions.cpu(), test.confidence.cpu()
 
     # the sample grid and its table
     rows = [(int(labels[i]), int(predicted[i]), float(confidence[i])) for i in samples]
@@ -65,29 +94,58 @@ def report_epoch(sink: Sink, record: dict, test: Evaluation, parts: Parts, data:
     # confusion matrix and per-class accuracy
     k = len(classes)
     confusion = torch.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
-    sink.heatmap("confusion", confusion.tolist(), list(classes), list(classes))
+    sink.confusion("confusion", confusion.tolist(), list(classes))
     per_class = (confusion.diag() / confusion.sum(dim=1).clamp(min=1)).tolist()
     sink.bars("class_acc", per_class, list(classes))
 
-    # weights and gradients, layer by layer
-    histograms, weight_norms, grad_norms = {}, {}, {}
-    for name, tensor in parts.model.named_parameters():
-        if tensor.dim() < 2:
-            continue  # biases: few values, little to see
+    # what the first layer learned, and the weight distributions
+    weights, captions, columns = learned_weights(parts.model, classes)
+    sink.templates("templates", weights, captions, columns)
+    histograms = {}
+    for name, tensor in weight_matrices(parts.model):
         values = tensor.detach().float().cpu().flatten()
         low, high = values.min().item(), values.max().item()
         counts = torch.histc(values, BINS, low, high)
         width = (high - low) / BINS or 1.0
         centers = torch.linspace(low + width / 2, high - width / 2, BINS)
         histograms[name] = (centers.tolist(), (counts / (counts.sum() * width)).tolist())
-        weight_norms[name] = values.norm().item()
+    sink.histogram("weights", histograms)
+
+
+def report_layers(sink: Sink, record: dict, parts: Parts, samples_seen: int) -> None:
+    """Weight and last-step gradient norms per layer, and throughput: cheap, every epoch."""
+    weight_norms, grad_norms = {}, {}
+    for name, tensor in weight_matrices(parts.model):
+        weight_norms[name] = tensor.detach().norm().item()
         if tensor.grad is not None:
             grad_norms[name] = tensor.grad.norm().item()
-    sink.histogram("weights", histograms)
-    sink.scalars("weight_norm", x=epoch, values=weight_norms)
+    sink.scalars("weight_norm", x=record["epoch"], values=weight_norms)
     if grad_norms:
-        sink.scalars("grad_norm", x=epoch, values=grad_norms)
-    sink.save()
+        sink.scalars("grad_norm", x=record["epoch"], values=grad_norms)
+    sink.scalars("throughput", x=record["epoch"], values={"samples/s": samples_seen / record["seconds"]})
+
+
+def weight_matrices(model) -> list[tuple[str, torch.Tensor]]:
+    """The model's weight matrices by name; biases (few values, little to see) are left out."""
+    return [(name, tensor) for name, tensor in model.named_parameters() if tensor.dim() >= 2]
+
+
+def learned_weights(model, classes: tuple[str, ...]) -> tuple[np.ndarray, list[str], int]:
+    """The first layer's weights as 28x28 images, their captions, and images per row.
+
+    A linear classifier's only layer has one unit per class: its weights are the
+    "template" each class matches the image against. A deeper model's first layer has
+    many units; the ``UNITS`` with the largest weight norm are shown, largest first.
+    """
+    matrices = weight_matrices(model)
+    _, first = matrices[0]
+    # nn.Linear stores (out, in); the hand-written models store (in, out).
+    weights = first.detach().float().cpu()
+    weights = weights if weights.shape[1] == PIXELS else weights.T
+    if len(matrices) == 1 and len(weights) == len(classes):
+        return weights.reshape(-1, 28, 28).numpy(), list(classes), 5
+    order = weights.norm(dim=1).argsort(descending=True)[:UNITS]
+    return weights[order].reshape(-1, 28, 28).numpy(), [f"unit {int(i)}" for i in order], 8
 
 
 def predictions_table(classes: tuple[str, ...], rows: list[tuple[int, int, float]], epoch: int) -> str:

@@ -8,38 +8,89 @@ from collections import defaultdict
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from viz.sink import decode_images
+from viz.economy import decimate
+from viz.sink import decode_array, decode_images
 from viz.windows import COMPARE_ENV, WINDOWS, opts
 
 TILE = 84  # pixels per image side in the grids (28 x 3, nearest-neighbour)
 CAPTION = 30  # pixels of caption below each tile
-RED, GREEN = (220, 40, 40), (40, 160, 70)
+RED, GREEN, GREY = (220, 40, 40), (40, 160, 70), (160, 160, 160)
+# Points of one trace kept on the server: visdom copies and diffs the whole window on
+# every append, so past this the trace is redrawn decimated to half and appended to again.
+TRACE_CAP = 300
 
 
-def label_tiles(images: np.ndarray, captions: list[str], marked: list[bool]) -> np.ndarray:
-    """Enlarge grayscale images and write each caption under it, framed red when marked.
+def label_tiles(images: np.ndarray, captions: list[str], marked: list[bool | None]) -> np.ndarray:
+    """Enlarge images and write each caption under it, framed red when marked, green when not.
 
-    Returns uint8 (N, 3, H, W) ready for ``Visdom.images``.
+    ``images`` are uint8 grayscale (N, H, W) or RGB (N, H, W, 3); a ``marked`` of None
+    gives a neutral grey frame. Returns uint8 (N, 3, H, W) ready for ``Visdom.images``.
     """
     font = ImageFont.load_default(size=11)
     tiles = []
     for image, caption, bad in zip(images, captions, marked):
+        frame = GREY if bad is None else RED if bad else GREEN
         tile = Image.new("RGB", (TILE + 4, TILE + 4 + CAPTION), "white")
         tile.paste(Image.fromarray(image).resize((TILE, TILE), Image.NEAREST).convert("RGB"), (2, 2))
         draw = ImageDraw.Draw(tile)
-        draw.rectangle([0, 0, TILE + 3, TILE + 3], outline=RED if bad else GREEN, width=2)
+        draw.rectangle([0, 0, TILE + 3, TILE + 3], outline=frame, width=2)
         draw.multiline_text((3, TILE + 5), caption, fill=RED if bad else (0, 0, 0), font=font, spacing=1)
         tiles.append(np.asarray(tile).transpose(2, 0, 1))
     return np.stack(tiles)
 
 
+def diverging(values: np.ndarray) -> np.ndarray:
+    """Weights -> RGB on a blue-white-red map, white at 0, each image scaled to its own largest |w|.
+
+    Returns uint8 (N, H, W, 3): positive weights red, negative blue, so what pushes a
+    unit up and what pushes it down stand apart.
+    """
+    scale = np.abs(values).reshape(len(values), -1).max(axis=1).clip(min=1e-12)[:, None, None]
+    t = (values / scale)[..., None]  # in [-1, 1]
+    white, red, blue = np.array([255, 255, 255.0]), np.array([178, 24, 43.0]), np.array([33, 102, 172.0])
+    rgb = np.where(t >= 0, white + t * (red - white), white - t * (blue - white))
+    return rgb.round().astype(np.uint8)
+
+
+def confusion_figure(counts: np.ndarray, classes: list[str]) -> dict:
+    """A plotly heatmap of a confusion matrix: rows are true classes, the first on top.
+
+    Each cell's colour is the share of its true class (rows sum to 1). The colour scale
+    ends at the largest mistake, so the diagonal saturates and the mistakes use the
+    whole range; every cell is labelled with its share, and hovering shows the count.
+    """
+    shares = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
+    off = shares[~np.eye(len(classes), dtype=bool)]
+    top = float(off.max()) if off.size and off.max() > 0 else 1.0
+    annotations = [
+        {"x": c, "y": r, "text": f"{shares[r, c]:.0%}" if counts[r, c] else "", "showarrow": False,
+         "font": {"size": 10, "color": "white" if shares[r, c] > top * 0.6 else "black"}}
+        for r in range(len(classes)) for c in range(len(classes))
+    ]
+    return {
+        "data": [{
+            "type": "heatmap", "z": shares.round(4).tolist(), "x": classes, "y": classes,
+            "customdata": counts.tolist(), "zmin": 0, "zmax": top,
+            "colorscale": [[0, "#ffffff"], [0.15, "#fee8c8"], [0.5, "#fc8d59"], [1, "#b30000"]],
+            "colorbar": {"title": {"text": "share"}, "tickformat": ".0%"},
+            "hovertemplate": "true %{y}<br>predicted %{x}<br>%{customdata} images, %{z:.1%} of the class<extra></extra>",
+        }],
+        "layout": {
+            "xaxis": {"title": {"text": "predicted"}, "tickangle": -40},
+            "yaxis": {"title": {"text": "true"}, "autorange": "reversed"},
+            "margin": {"l": 100, "b": 90, "t": 20, "r": 20},
+            "annotations": annotations,
+        },
+    }
+
+
 def config_html(settings: dict) -> str:
-    """A two-column table of settings."""
-    rows = "".join(
-        f"<tr><td style='padding-right:12px'><b>{html.escape(str(k))}</b></td><td>{html.escape(str(v))}</td></tr>"
+    """Every setting as "name value", in three columns to fit a wide, short pane."""
+    lines = "".join(
+        f"<div style='break-inside:avoid'><b>{html.escape(str(k))}</b> {html.escape(str(v))}</div>"
         for k, v in settings.items()
     )
-    return f"<table style='font-family:monospace;font-size:12px'>{rows}</table>"
+    return f"<div style='columns:3;column-gap:24px;font-family:monospace;font-size:12px'>{lines}</div>"
 
 
 class LostState(ConnectionError):
@@ -58,11 +109,15 @@ class Renderer:
         self.vis, self.env = vis, env
         self.created: set[tuple[str, str]] = set()
         self.history: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
+        self.on_server: dict[tuple[str, str, str], int] = defaultdict(int)  # points of each trace there
+        self.traces: dict[tuple[str, str], list[str]] = defaultdict(list)  # each window's traces, in order
 
     def reset(self) -> None:
         """Forget every window and history, before drawing a run again from all its events."""
         self.created.clear()
         self.history.clear()
+        self.on_server.clear()
+        self.traces.clear()
 
     def render(self, events: list[dict]) -> None:
         """Send ``events`` in order, merging runs of scalar points into one request per trace.
@@ -87,18 +142,53 @@ class Renderer:
         self._lines(points)
 
     def _lines(self, points: dict) -> None:
-        for (env, win, trace), xy in points.items():
+        windows: dict[tuple[str, str], dict[str, list]] = defaultdict(dict)
+        for key, xy in points.items():
+            env, win, trace = key
+            self.history[key].extend(xy)
             if env == COMPARE_ENV or WINDOWS[win].whole:
-                self.history[(env, win, trace)].extend(xy)
                 self._redraw_trace(env, win, trace)
+            else:
+                windows[(env, win)][trace] = xy
+        for (env, win), traces in windows.items():
+            self._append(env, win, traces)
+
+    def _append(self, env: str, win: str, traces: dict[str, list[tuple[float, float]]]) -> None:
+        """Add new points to a window's traces: one request for all of them once they exist."""
+        order = self.traces[(env, win)]  # the window's traces in the server's order
+        added = []
+        for trace, xy in traces.items():
+            if trace in order:
                 continue
-            x, y = (np.array(column, dtype=float) for column in zip(*xy))
-            first = (env, win) not in self.created
-            marker = {"markers": True, "markersize": 6} if trace == "epoch mean" else {}
-            self.vis.line(Y=y, X=x, win=win, env=env, name=trace,
-                          update=None if first else "append",
-                          opts=opts(win, showlegend=True, legend=[trace], **marker) if first else None)
-            self.created.add((env, win))
+            # A rebuild or replay creates the trace with its whole history: bounded too.
+            x, y = (a.tolist() for a in decimate(*(np.array(c, dtype=float) for c in zip(*xy)), TRACE_CAP // 2)) \
+                if len(xy) > TRACE_CAP else (list(map(float, column)) for column in zip(*xy))
+            mode = "markers" if trace == "epoch mean" else "lines"
+            if not order:  # the window's first trace creates it
+                markers = {"markers": True, "markersize": 6} if mode == "markers" else {}
+                self.vis.line(Y=np.array(y), X=np.array(x), win=win, env=env, name=trace,
+                              opts=opts(win, showlegend=True, legend=[trace], **markers))
+                self.created.add((env, win))
+            else:
+                self.vis.add_trace(x, y, win, env, trace, opts(win, showlegend=True), mode=mode)
+            order.append(trace)
+            added.append(trace)
+            self.on_server[(env, win, trace)] = len(x)
+        appends: list[tuple[list[float], list[float]] | None] = []
+        for trace in order:
+            key, xy = (env, win, trace), None if trace in added else traces.get(trace)
+            if xy and self.on_server[key] + len(xy) > TRACE_CAP:
+                # Redraw the whole history at half the cap, so appends stay cheap for a while.
+                x, y = decimate(*(np.array(column, dtype=float) for column in zip(*self.history[key])),
+                                TRACE_CAP // 2)
+                self.vis.line(Y=y, X=x, win=win, env=env, name=trace, update="replace")
+                self.on_server[key] = len(x)
+                xy = None
+            if xy:
+                self.on_server[key] += len(xy)
+            appends.append(tuple(list(map(float, column)) for column in zip(*xy)) if xy else None)
+        if any(appends):
+            self.vis.append_traces(win, env, appends)
 
     def _redraw_trace(self, env: str, win: str, trace: str) -> None:
         """Replace one named trace with its full history, leaving the window's other traces alone.
@@ -124,6 +214,19 @@ class Renderer:
 
     def _config(self, event: dict) -> None:
         self.vis.text(config_html(event["settings"]), win="config", env=self.env, opts=opts("config"))
+
+    def _templates(self, event: dict) -> None:
+        weights = decode_array(event)
+        tiles = label_tiles(diverging(weights), event["captions"], [None] * len(weights))
+        self.vis.images(tiles, nrow=min(event.get("columns", 8), len(tiles)), padding=2, win=event["win"],
+                        env=self.env, opts=opts(event["win"]))
+
+    def _confusion(self, event: dict) -> None:
+        figure = confusion_figure(np.array(event["counts"]), event["classes"])
+        spec = WINDOWS[event["win"]]
+        figure["layout"].update(title={"text": spec.title}, width=spec.width, height=spec.height)
+        self.vis._send({**figure, "win": event["win"], "eid": self.env,
+                        "opts": {"title": spec.title, "width": spec.width, "height": spec.height}})
 
     def _heatmap(self, event: dict) -> None:
         self.vis.heatmap(X=np.array(event["matrix"], dtype=float), win=event["win"], env=self.env,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 
-KINDS = {"scalars", "images", "text", "heatmap", "bars", "histogram", "config", "save"}
+KINDS = {"scalars", "images", "templates", "text", "heatmap", "confusion", "bars", "histogram", "config", "save"}
 
 
 class Sink:
@@ -42,6 +42,17 @@ class Sink:
         self.emit({"kind": "images", "win": win, "shape": list(images.shape),
                    "pixels": base64.b64encode(images.tobytes()).decode(), "captions": captions,
                    "marked": [bool(m) for m in marked]})
+
+    def templates(self, win: str, weights: np.ndarray, captions: list[str], columns: int = 8) -> None:
+        """Weight images (N, H, W) of either sign, drawn on a diverging colour map, ``columns`` a row."""
+        weights = np.ascontiguousarray(weights, dtype=np.float16)  # half the bytes; colours need no more
+        self.emit({"kind": "templates", "win": win, "shape": list(weights.shape), "dtype": "float16",
+                   "values": base64.b64encode(weights.tobytes()).decode(), "captions": captions,
+                   "columns": columns})
+
+    def confusion(self, win: str, counts: list[list[int]], classes: list[str]) -> None:
+        """A confusion matrix of counts, rows the true classes, columns the predicted ones."""
+        self.emit({"kind": "confusion", "win": win, "counts": counts, "classes": classes})
 
     def text(self, win: str, html: str) -> None:
         """An HTML pane."""
@@ -71,6 +82,10 @@ class Sink:
     def close(self) -> None:
         """Deliver everything still queued and release resources."""
 
+    def background_seconds(self) -> float:
+        """Seconds spent so far outside the caller's thread drawing and sending panes (for the budget)."""
+        return 0.0
+
 
 class RecordingSink(Sink):
     """Keeps every event in ``events``; for tests."""
@@ -87,6 +102,12 @@ class RecordingSink(Sink):
 def decode_images(event: dict) -> np.ndarray:
     """The uint8 (N, H, W) array of an ``images`` event."""
     return np.frombuffer(base64.b64decode(event["pixels"]), dtype=np.uint8).reshape(event["shape"])
+
+
+def decode_array(event: dict) -> np.ndarray:
+    """The float32 array of a ``templates`` event."""
+    raw = np.frombuffer(base64.b64decode(event["values"]), dtype=event["dtype"])
+    return raw.reshape(event["shape"]).astype(np.float32)
 
 
 def read_events(path: Path) -> tuple[list[dict], int]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import socket
 import sys
 import urllib.parse
@@ -29,6 +30,7 @@ import tornado.web
 
 from viz.client import import_visdom
 
+SERVER_NICE = 10  # scheduling priority below training's (0): the dashboard yields the cores
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 
@@ -76,10 +78,24 @@ class Gate:
         return None
 
 
+class Quiet(tornado.web.Application):
+    """A tornado Application with debug mode off, whatever its subclass asks for.
+
+    visdom turns tornado's debug mode on, whose autoreloader looks at every loaded
+    module's file twice a second: a fifth of a core here while nobody uses the server,
+    taken from training. Debug mode also serves tracebacks to the browser.
+    """
+
+    def __init__(self, handlers=None, default_host=None, transforms=None, **settings):
+        settings.update(debug=False, autoreload=False, serve_traceback=False)
+        super().__init__(handlers, default_host, transforms, **settings)
+
+
 def gated(application: type[tornado.web.Application], gate: Gate) -> type[tornado.web.Application]:
     """A subclass of visdom's tornado Application that checks every request with ``gate`` first."""
 
-    class GatedApplication(application):
+    # Quiet sits between visdom's Application and tornado's, where visdom's settings pass.
+    class GatedApplication(application, Quiet):
         def find_handler(self, request, **kwargs):
             reason = gate.refusal(request)
             if reason is not None:
@@ -109,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     ours, visdom_args = parser.parse_known_args(argv)
     allowed = set(ours.allow_host) | (machine_names() if ours.public else set())
 
+    # Training shares the machine's cores with the server: it should win them.
+    os.nice(SERVER_NICE)
     import_visdom()
     from visdom.server import app, run_server
 

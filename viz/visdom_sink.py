@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from pathlib import Path
 
 import requests
@@ -65,6 +66,7 @@ class VisdomSink(Sink):
         # Set when something queued may not have reached the server: rebuild before sending more.
         self._stale = rebuild_first
         self._reported = False  # an unexpected sending error was already shown
+        self._pane_seconds = 0.0
         self.vis = connect_with(server, port, env)
         self.renderer = Renderer(self.vis, env) if self.vis else None
         if self.vis is None:
@@ -103,9 +105,16 @@ class VisdomSink(Sink):
                     self._wake.wait(self._flush_seconds)
                 batch, self._pending = self._pending, []
                 closing = self._closing
+            started = time.perf_counter()
             self._deliver(batch)
+            if any(event["kind"] != "scalars" for event in batch):
+                self._pane_seconds += time.perf_counter() - started
             if closing:
                 return
+
+    def background_seconds(self) -> float:
+        """Seconds the sender spent drawing and sending batches that held panes (not just points)."""
+        return self._pane_seconds
 
     def _deliver(self, batch: list[dict]) -> None:
         """Send a batch; on any failure mark the run stale so the next delivery rebuilds it."""

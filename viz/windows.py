@@ -23,22 +23,26 @@ class Window:
     whole: bool = False  # redraw the whole window each time instead of appending points
 
 
+# In the order a run first draws them: visdom packs windows in creation order, so on a
+# 1600-px-wide page they read as curves, samples and their table, mistakes, confusion and
+# per-class accuracy, then weights and what the model learned, then the rest.
 WINDOWS = {
-    "config": Window("Run config", width=480, height=600),
-    "train_loss": Window("Training loss per step (dots: epoch means)", "step", "cross-entropy"),
-    "loss": Window("Loss per epoch", "epoch", "cross-entropy"),
-    "accuracy": Window("Accuracy per epoch", "epoch", "accuracy"),
+    "train_loss": Window("Training loss per step: raw, smoothed (EMA 0.6), epoch means", "step", "cross-entropy",
+                         width=500),
+    "loss": Window("Loss per epoch", "epoch", "cross-entropy", width=500),
+    "accuracy": Window("Accuracy per epoch", "epoch", "accuracy", width=500),
     "samples": Window("Test samples: true / predicted (red: wrong)", width=760, height=560),
-    "predictions": Window("Predictions for the samples", width=480, height=520),
+    "predictions": Window("Predictions for the samples", width=760, height=560),
     "mistakes": Window("Most confident mistakes", width=760, height=240),
-    "confusion": Window("Confusion matrix (rows: true, columns: predicted)", "predicted", "true",
-                        width=560, height=460),
-    "class_acc": Window("Test accuracy per class", width=560, height=320),
-    "weights": Window("Weight distribution per layer", "weight", "density", whole=True),
-    "weight_norm": Window("Weight norm per layer", "epoch", "L2 norm"),
-    "grad_norm": Window("Gradient norm per layer (last step)", "epoch", "L2 norm"),
-    "throughput": Window("Throughput", "epoch", "samples/s"),
-    "lr": Window("Learning rate", "epoch", "lr"),
+    "confusion": Window("Confusion matrix: share of each true class", width=760, height=490),
+    "class_acc": Window("Test accuracy per class", width=760, height=240),
+    "templates": Window("What the model learned: first-layer weights (red +, blue -)", width=760, height=540),
+    "weights": Window("Weight distribution per layer", "weight", "density", width=760, height=270, whole=True),
+    "weight_norm": Window("Weight norm per layer", "epoch", "L2 norm", width=375, height=260),
+    "grad_norm": Window("Gradient norm per layer (last step)", "epoch", "L2 norm", width=375, height=260),
+    "throughput": Window("Throughput", "epoch", "samples/s", width=500, height=330),
+    "lr": Window("Learning rate", "epoch", "lr", width=500, height=330),
+    "config": Window("Run config", width=1030, height=330),
     "compare_acc": Window("Test accuracy of every run", "epoch", "accuracy", width=900, height=400, whole=True),
     "compare_loss": Window("Test loss of every run", "epoch", "cross-entropy", width=900, height=400, whole=True),
 }

@@ -1,18 +1,25 @@
-"""What live logging costs: the MLP trained with --no-viz, with every-step streaming to a
-real local visdom server, and with the seeds' synchronous per-step ``viz.line`` call.
+"""What the live dashboard costs: every-step streaming to a real local visdom server against --no-viz.
 
-All three run in this one process against one server, alternating, ``--repeats`` times;
-each mode's epoch time is the median of its epochs (``seconds`` in metrics.jsonl:
-training plus evaluation). The whole-run wall time, which also holds the epoch-end
-dashboard report and the final flush, is printed beside it.
+Part 1, overhead. The MLP (4 epochs) and scratch-softmax (10 epochs) train in this one
+process, alternating live and --no-viz runs, ``--repeats`` times each. For every run it
+takes the sum of its epochs' ``seconds`` (training plus evaluation, from metrics.jsonl)
+and its whole wall time (which also holds the epoch reports, start-up and the final
+flush); the figures are the medians over the repeats, and the ratios divide live by
+--no-viz.
 
-Run: python tests/benchmarks/bench_viz.py [--epochs 3] [--repeats 2] [--data-dir DIR]
+Part 2, growth. Live scratch-softmax runs of 10 and of 100 epochs, each against a fresh
+server: the server process's CPU time per epoch (user + system, from /proc), and how
+long headless Chromium takes to load each run's environment until every window drew
+(median of three loads).
+
+Run: python tests/benchmarks/bench_viz.py [--repeats 3] [--long 100] [--data-dir DIR]
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import tempfile
 import time
@@ -22,69 +29,118 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would interleave wit
 
 import click
 
-from tests.conftest import free_port
 from trainers import command
-from trainers.config import MLPConfig
+from trainers.catalog import TRAINERS
 from viz import server
-from viz.sink import Sink
-from viz.visdom_sink import connect
+from viz.windows import WINDOWS
+
+HOST = "http://127.0.0.1"
+SHOWN = len([key for key in WINDOWS if not key.startswith("compare_") and key != "lr"])
 
 
-class SeedSink(Sink):
-    """The seeds' way: one blocking ``viz.line(..., update='append')`` per training step."""
-
-    def __init__(self, vis):
-        self.vis = vis
-
-    def emit(self, event: dict) -> None:
-        if event["kind"] == "scalars" and event["win"] == "train_loss" and "loss" in event["values"]:
-            self.vis.line([event["values"]["loss"]], [event["x"]], win="train_loss", update="append")
-
-
-def run_once(mode: str, epochs: int, port: int, out: Path, data_dir: str | None) -> tuple[float, float]:
-    """Train the MLP once in ``mode``; return (median epoch seconds, whole-run seconds)."""
-    config = MLPConfig(trainer="mlp", epochs=epochs, viz=mode == "live", port=port, out=out,
-                       server="http://127.0.0.1", data_dir=Path(data_dir) if data_dir else None)
-    original = command.make_sink
-    if mode == "seeds":
-        vis = connect("http://127.0.0.1", port, f"seeds-{time.time_ns()}")
-        command.make_sink = lambda config, run, resumed=False: SeedSink(vis)
-    try:
-        started = time.perf_counter()
-        command.train(config)
-        wall = time.perf_counter() - started
-    finally:
-        command.make_sink = original
+def train(trainer: str, epochs: int, live: bool, port: int, out: Path, data_dir: str | None,
+          env: str | None = None) -> tuple[float, float]:
+    """Train once; return (sum of the epochs' seconds, whole-run wall seconds)."""
+    config = TRAINERS[trainer].config(trainer=trainer, epochs=epochs, viz=live, port=port, server=HOST, out=out,
+                                      env=env, data_dir=Path(data_dir) if data_dir else None)
+    started = time.perf_counter()
+    command.train(config)
+    wall = time.perf_counter() - started
     run_dir = max(out.iterdir(), key=lambda p: p.stat().st_mtime)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return statistics.median(r["seconds"] for r in records if r["kind"] == "epoch"), wall
+    return sum(r["seconds"] for r in records if r["kind"] == "epoch"), wall
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_seconds(port: int, env: str, loads: int = 3) -> float:
+    """Median seconds for headless Chromium to show every window of ``env``."""
+    from playwright.sync_api import sync_playwright
+
+    times = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            for _ in range(loads):
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                started = time.perf_counter()
+                page.goto(f"http://127.0.0.1:{port}/env/{env}")
+                page.wait_for_function(
+                    """n => document.querySelectorAll('.window').length >= n
+                        && Array.from(document.querySelectorAll('.window img')).every(i => i.complete)
+                        && Array.from(document.querySelectorAll('.js-plotly-plot')).every(p => p.querySelector('svg'))""",
+                    arg=SHOWN, timeout=60_000)
+                times.append(time.perf_counter() - started)
+                page.close()
+        finally:
+            browser.close()
+    return statistics.median(times)
+
+
+def overhead(repeats: int, port: int, tmp: Path, data_dir: str | None) -> None:
+    print(f"Part 1: live every-step streaming against --no-viz, medians of {repeats} alternated runs")
+    print(f"{'run':<22}{'epochs s: no-viz':>17}{'live':>8}{'ratio':>8}{'whole run s: no-viz':>21}{'live':>8}"
+          f"{'ratio':>8}")
+    for trainer, epochs in (("mlp", 4), ("scratch-softmax", 10)):
+        results: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+        for i in range(repeats):
+            for live in (False, True) if i % 2 == 0 else (True, False):
+                results[live].append(train(trainer, epochs, live, port, tmp / f"{trainer}-{live}", data_dir))
+        (off_epochs, off_wall), (on_epochs, on_wall) = (
+            tuple(statistics.median(column) for column in zip(*results[live])) for live in (False, True))
+        print(f"{f'{trainer}, {epochs} epochs':<22}{off_epochs:>17.3f}{on_epochs:>8.3f}{on_epochs / off_epochs:>7.3f}x"
+              f"{off_wall:>21.3f}{on_wall:>8.3f}{on_wall / off_wall:>7.3f}x")
+
+
+def growth(long: int, tmp: Path, data_dir: str | None) -> None:
+    print(f"\nPart 2: the dashboard's cost against run length (scratch-softmax, live, a fresh server each)")
+    print(f"{'epochs':>7}{'server CPU s':>14}{'per epoch':>11}{'browser load s':>16}")
+    per_epoch = {}
+    for epochs in (10, long):
+        port = free_port()
+        info = server.start(port=port, env_path=tmp / f"envs-{epochs}", echo=lambda line: None)
+        try:
+            before = cpu_seconds(info.pid)
+            train("scratch-softmax", epochs, True, port, tmp / f"growth-{epochs}", data_dir, env=f"growth-{epochs}")
+            used = cpu_seconds(info.pid) - before
+            per_epoch[epochs] = used / epochs
+            load = load_seconds(port, f"growth-{epochs}")
+        finally:
+            server.stop(port)
+        print(f"{epochs:>7}{used:>14.2f}{per_epoch[epochs]:>11.4f}{load:>16.2f}")
+    print(f"server CPU per epoch, {long} epochs over 10 epochs: {per_epoch[long] / per_epoch[10]:.2f}x")
 
 
 @click.command()
-@click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
-@click.option("--repeats", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--long", type=click.IntRange(11), default=100, show_default=True, help="Epochs of the long run.")
 @click.option("--data-dir", type=click.Path(), default=None)
-def main(epochs: int, repeats: int, data_dir: str | None):
-    """Print epoch times of the three modes and their ratios to --no-viz."""
-    modes = ("no-viz", "live", "seeds")
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["TRAINVIZ_CACHE"] = os.environ.get("TRAINVIZ_CACHE", str(Path.home() / ".cache" / "trainviz"))
-        port = free_port()
-        info = server.start(port=port, env_path=Path(tmp) / "visdom")
-        try:
-            results = {mode: [] for mode in modes}
-            for _ in range(repeats):
-                for mode in modes:
-                    results[mode].append(run_once(mode, epochs, port, Path(tmp) / mode, data_dir))
-        finally:
-            server.stop(info.port)
-    base_epoch = min(e for e, _ in results["no-viz"])
-    base_wall = min(w for _, w in results["no-viz"])
-    print(f"MLP, {epochs} epochs x {repeats} runs per mode, every-step logging, local visdom server")
-    print(f"{'mode':<8}{'epoch s':>9}{'vs no-viz':>11}{'run s':>8}{'vs no-viz':>11}")
-    for mode in modes:
-        epoch, wall = min(e for e, _ in results[mode]), min(w for _, w in results[mode])
-        print(f"{mode:<8}{epoch:>9.3f}{epoch / base_epoch - 1:>+10.1%}{wall:>8.2f}{wall / base_wall - 1:>+10.1%}")
+@click.option("--part", type=click.Choice(["all", "overhead", "growth"]), default="all", show_default=True)
+def main(repeats: int, long: int, data_dir: str | None, part: str):
+    """Print the dashboard's overhead and how its cost grows with run length."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        os.environ.setdefault("TRAINVIZ_CACHE", str(Path.home() / ".cache" / "trainviz"))
+        if part in ("all", "overhead"):
+            port = free_port()
+            server.start(port=port, env_path=tmp / "envs", echo=lambda line: None)
+            try:
+                overhead(repeats, port, tmp, data_dir)
+            finally:
+                server.stop(port)
+        if part in ("all", "growth"):
+            growth(long, tmp, data_dir)
 
 
 if __name__ == "__main__":
