@@ -2,8 +2,7 @@
 
 Both paths train the same model (same seed, same hyper-parameters) in this one
 process, alternating, so the ratio is measured under the same conditions. Each side
-is timed over ``--repeats`` epochs and its fastest epoch counts: the machines are
-shared, and the fastest epoch is the one least disturbed by other load.
+is timed over ``--repeats`` epochs and its median epoch counts.
 The DataLoader side is timed with 0 worker processes (the MLP seed's way) and with
 one worker per core (the d2l seed's way); the ratio is taken against the faster one.
 It also prints each MLP epoch against its arithmetic floor: the epoch's FLOPs divided
@@ -44,6 +43,11 @@ def dataloader_epoch(parts: Parts, train_set, test_set, batch_size: int, workers
     return time.perf_counter() - started, correct / len(test_set)
 
 
+def median_run(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    """The (seconds, accuracy) of the run with the median time."""
+    return sorted(runs)[(len(runs) - 1) // 2]
+
+
 def matmul_flops() -> float:
     """Measured float32 matmul FLOP/s of this machine (best of several 1024^3 products)."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
@@ -76,7 +80,7 @@ def main(names: str, data_dir: str | None, repeats: int):
     peak = matmul_flops()
     cores = os.cpu_count() or 1
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, matmul {peak / 1e9:.1f} GFLOP/s, "
-          f"fastest of {repeats} epochs per side")
+          f"median of {repeats} epochs per side")
     print(f"{'trainer':<16}{'in-memory':>11}{'DL w=0':>9}{f'DL w={cores}':>9}{'speed-up':>10}"
           f"{'acc mem':>9}{'acc DL':>8}")
     for name in names.split(","):
@@ -94,8 +98,8 @@ def main(names: str, data_dir: str | None, repeats: int):
                 torch.manual_seed(0)
                 parts = build(config, torch.device("cpu"))
                 baseline[workers].append(dataloader_epoch(parts, train_set, test_set, config.batch_size, workers))
-        best, accuracy = min(ours)
-        dl = {workers: min(runs) for workers, runs in baseline.items()}
+        best, accuracy = median_run(ours)
+        dl = {workers: median_run(runs) for workers, runs in baseline.items()}
         fastest = min(seconds for seconds, _ in dl.values())
         print(f"{name:<16}{best:>10.2f}s{dl[0][0]:>8.2f}s{dl[cores][0]:>8.2f}s"
               f"{fastest / best:>9.1f}x{accuracy:>9.4f}{dl[0][1]:>8.4f}")
