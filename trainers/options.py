@@ -61,14 +61,6 @@ def env_name(ctx, param, value: str | None) -> str | None:
     return value
 
 
-def existing_folder(ctx, param, value: Path | None) -> Path | None:
-    """Check that a folder option names a folder that exists."""
-    if value is not None and not value.is_dir():
-        what = "is a file, not a folder" if value.exists() else "does not exist"
-        raise click.BadParameter(f"{value} {what}", ctx, param)
-    return value
-
-
 def server_options(command):
     """--server, --port and --env: where a run's dashboard goes."""
     for option in reversed([

@@ -59,7 +59,7 @@ class Sink:
         self.emit({"kind": "text", "win": win, "html": html})
 
     def heatmap(self, win: str, matrix: list[list[float]], rows: list[str], columns: list[str]) -> None:
-        """A labelled matrix."""
+        """A labelled matrix (runs before the confusion pane drew their matrix with this)."""
         self.emit({"kind": "heatmap", "win": win, "matrix": matrix, "rows": rows, "columns": columns})
 
     def bars(self, win: str, values: list[float], names: list[str]) -> None:
