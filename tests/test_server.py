@@ -539,6 +539,10 @@ def test_the_two_visdom_releases_ask_for_their_own_versions():
     assert old["js/mathjax/2.7.5"].files[-1] == "js/mathjax/2.7.5/MathJax.js"
     assert new["js/mathjax/3.2.2"].files == ("js/mathjax/3.2.2/es5/tex-mml-svg.js",)
     assert new["fonts/classnames"].source is None  # the bare package: its main file
+    # build.py keeps the CDN's URL fragment in the saved name; the file in the package has none.
+    svg = new["fonts/glyphicons-halflings-regular.svg#glyphicons_halflingsregular"]
+    assert svg.source == "dist/fonts/glyphicons-halflings-regular.svg"
+    assert not any("#" in (a.source or "") or "?" in (a.source or "") for a in [*old.values(), *new.values()])
 
 
 def test_a_cdn_trainviz_does_not_know_is_named():

@@ -79,8 +79,9 @@ _MATHJAX_CDN = re.compile(r"https?://cdnjs\.cloudflare\.com/ajax/libs/mathjax/([
 
 def _npm_source(url: str) -> tuple[str, str, str | None]:
     """The npm package, version and path that publish what ``url`` serves."""
+    address = url.split("#")[0].split("?")[0]  # a fragment or query names no file in the package
     for pattern, to_npm in _CDN_TO_NPM:
-        if match := pattern.fullmatch(url):
+        if match := pattern.fullmatch(address):
             return to_npm(match)
     raise FrontendError(f"visdom's build.py asks for {url}, which trainviz cannot map to an npm package")
 
