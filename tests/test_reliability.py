@@ -32,8 +32,10 @@ def wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: float
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         for metrics in out.glob("*/metrics.jsonl"):
+            # The trainer may be appending right now: only lines that end in a newline are whole.
+            whole_lines = metrics.read_text().split("\n")[:-1]
             if any(json.loads(line).get("epoch") == epoch and json.loads(line)["kind"] == "epoch"
-                   for line in metrics.read_text().splitlines() if line.strip()):
+                   for line in whole_lines if line.strip()):
                 return metrics.parent
         time.sleep(0.02)
     raise AssertionError(f"epoch {epoch} never finished")

@@ -505,7 +505,7 @@ def _build_py_table(source: str) -> dict[str, str]:
             for k, v in zip(table.keys, table.values)}
 
 
-BUILD_0_3_0 = Path(__file__).parent / "data" / "visdom-0.3.0-build.py"
+BUILD_0_3_0 = Path(__file__).parent / "fixtures" / "visdom-0.3.0-build.py"
 
 
 @pytest.mark.parametrize("build_py", [None, BUILD_0_3_0], ids=["installed", "0.3.0"])
