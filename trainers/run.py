@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
+
+from viz.paths import atomic_path
 
 
 class RunDir:
@@ -58,17 +59,15 @@ class RunDir:
     def truncate_metrics(self, step: int) -> None:
         """Drop records after ``step``: a resume continues from the checkpoint, not from later lines."""
         kept = [r for r in self.read_metrics() if r["step"] <= step]
-        partial = self.metrics_file.with_suffix(".jsonl.partial")
-        partial.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(partial, self.metrics_file)
+        with atomic_path(self.metrics_file) as partial:
+            partial.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def save_checkpoint(self, state: dict) -> None:
         """Write checkpoint.pt atomically: a crash mid-write leaves the previous one intact."""
         import torch  # here, not at the top: listing and replaying runs needs no torch
 
-        partial = self.checkpoint_file.with_suffix(".pt.partial")
-        torch.save(state, partial)
-        os.replace(partial, self.checkpoint_file)
+        with atomic_path(self.checkpoint_file) as partial:
+            torch.save(state, partial)
 
     def load_checkpoint(self, device="cpu") -> dict:
         """The state saved by ``save_checkpoint``, its tensors on ``device``."""
