@@ -39,6 +39,12 @@ def label_tiles(images: np.ndarray, captions: list[str], marked: list[bool | Non
     return np.stack(tiles)
 
 
+def curve(points: list[tuple[float, float]], limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The x and y arrays of (x, y) points; with ``limit``, decimated to at most that many."""
+    x, y = (np.array(column, dtype=float) for column in zip(*points))
+    return decimate(x, y, limit) if limit else (x, y)
+
+
 def diverging(values: np.ndarray) -> np.ndarray:
     """Weights -> RGB on a blue-white-red map, white at 0, each image scaled to its own largest |w|.
 
@@ -161,16 +167,15 @@ class Renderer:
             if trace in order:
                 continue
             # A rebuild or replay creates the trace with its whole history: bounded too.
-            x, y = (a.tolist() for a in decimate(*(np.array(c, dtype=float) for c in zip(*xy)), TRACE_CAP // 2)) \
-                if len(xy) > TRACE_CAP else (list(map(float, column)) for column in zip(*xy))
+            x, y = curve(xy, TRACE_CAP // 2 if len(xy) > TRACE_CAP else None)
             mode = "markers" if trace == "epoch mean" else "lines"
             if not order:  # the window's first trace creates it
                 markers = {"markers": True, "markersize": 6} if mode == "markers" else {}
-                self.vis.line(Y=np.array(y), X=np.array(x), win=win, env=env, name=trace,
+                self.vis.line(Y=y, X=x, win=win, env=env, name=trace,
                               opts=opts(win, showlegend=True, legend=[trace], **markers))
                 self.created.add((env, win))
             else:
-                self.vis.add_trace(x, y, win, env, trace, opts(win, showlegend=True), mode=mode)
+                self.vis.add_trace(x.tolist(), y.tolist(), win, env, trace, opts(win, showlegend=True), mode=mode)
             order.append(trace)
             added.append(trace)
             self.on_server[(env, win, trace)] = len(x)
@@ -179,14 +184,13 @@ class Renderer:
             key, xy = (env, win, trace), None if trace in added else traces.get(trace)
             if xy and self.on_server[key] + len(xy) > TRACE_CAP:
                 # Redraw the whole history at half the cap, so appends stay cheap for a while.
-                x, y = decimate(*(np.array(column, dtype=float) for column in zip(*self.history[key])),
-                                TRACE_CAP // 2)
+                x, y = curve(self.history[key], TRACE_CAP // 2)
                 self.vis.line(Y=y, X=x, win=win, env=env, name=trace, update="replace")
                 self.on_server[key] = len(x)
                 xy = None
             if xy:
                 self.on_server[key] += len(xy)
-            appends.append(tuple(list(map(float, column)) for column in zip(*xy)) if xy else None)
+            appends.append(tuple(column.tolist() for column in curve(xy)) if xy else None)
         if any(appends):
             self.vis.append_traces(win, env, appends)
 
@@ -199,7 +203,7 @@ class Renderer:
         run created it meanwhile, "add this trace". Creating the window outright would
         wipe the traces another run put there in between.
         """
-        x, y = (np.array(column, dtype=float) for column in zip(*self.history[(env, win, trace)]))
+        x, y = curve(self.history[(env, win, trace)])
         answer = self.vis.line(Y=y, X=x, win=win, env=env, name=trace, update="replace")
         if answer != win:  # visdom answers the window's id, or why not ("win does not exist", no env)
             self.vis.add_trace(x.tolist(), y.tolist(), win, env, trace, opts(win, showlegend=True))
