@@ -28,6 +28,12 @@ def assert_one_line_error(result, *words: str):
     (["--batch-size", "100000"], ["--batch-size", "larger"]),
     (["--dataset", "cifar"], ["--dataset", "cifar"]),
     (["--device", "tpu"], ["--device"]),
+    (["--momentum", "1"], ["--momentum"]),
+    (["--weight-decay", "-0.1"], ["--weight-decay"]),
+    (["--schedule", "linear"], ["--schedule", "linear"]),
+    (["--val-size", "-5"], ["--val-size"]),
+    (["--val-size", "600"], ["--val-size 600", "no training images"]),
+    (["--no-test"], ["--no-test", "--val-size"]),
 ])
 def test_bad_options(args, words, idx_dir, tmp_path):
     out = tmp_path / "runs"

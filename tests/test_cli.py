@@ -12,7 +12,7 @@ from trainers.catalog import TRAINERS
 from trainers.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
-EPOCH_KEYS = {"kind", "epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"}
+EPOCH_KEYS = {"kind", "epoch", "step", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
 
 
 def run_cli(*args: str):

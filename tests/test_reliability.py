@@ -41,11 +41,19 @@ def wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: float
     raise AssertionError(f"epoch {epoch} never finished")
 
 
+# Every knob that keeps state or draws random numbers: momentum buffers, the schedule's
+# position, dropout masks, the validation split.
+KNOBS = ["--momentum", "0.9", "--weight-decay", "0.001", "--schedule", "cosine", "--val-size", "300"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_stopped_then_resumed_run_ends_like_an_uninterrupted_one(signum, status, tmp_path):
+@pytest.mark.parametrize("trainer, signum, status", [
+    ("mlp", signal.SIGINT, 130), ("mlp-lowlevel", signal.SIGTERM, 143), ("scratch-softmax", signal.SIGINT, 130)])
+def test_stopped_then_resumed_run_ends_like_an_uninterrupted_one(trainer, signum, status, tmp_path):
     data = write_idx_dir(tmp_path / "idx", n_train=2000)
-    args = ["mlp", "--data-dir", str(data), "--epochs", "3", "--batch-size", "4", "--seed", "5", "--no-viz"]
+    dropout = ["--dropout", "0.3"] if trainer.startswith("mlp") else []
+    args = [trainer, "--data-dir", str(data), "--epochs", "3", "--batch-size", "4", "--seed", "5", "--no-viz",
+            *KNOBS, *dropout]
 
     whole = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "whole")])
     assert whole.exit_code == 0, whole.output
@@ -68,10 +76,12 @@ def test_stopped_then_resumed_run_ends_like_an_uninterrupted_one(signum, status,
     assert f"--resume {run_dir}" in stderr.strip().splitlines()[-1]
     stopped = records(run_dir)
     assert stopped[-1]["kind"] == "step" and stopped[-1]["epoch"] == 2, "expected a stop inside epoch 2"
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "stopped"
 
-    resumed = CliRunner().invoke(cli, ["mlp", "--resume", str(run_dir), "--no-viz"])
+    resumed = CliRunner().invoke(cli, [trainer, "--resume", str(run_dir), "--no-viz"])
     assert resumed.exit_code == 0, resumed.output
     assert records(run_dir) == records(whole_dir)
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
 
 
 def test_resume_of_a_finished_run_with_more_epochs_continues_it(idx_dir, tmp_path):

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainers.command import make_sink, trace_name
+from trainers.command import make_sink
 from trainers.config import MLPConfig, TrainConfig
 from trainers.data import Data, Split, floats
 from trainers.loop import Evaluation, Parts
@@ -468,8 +468,8 @@ def tiny_report(with_grad: bool = True, predicted=PREDICTED):
     test = Evaluation(loss=1.2, accuracy=0.5, predictions=torch.tensor(predicted),
                       confidence=torch.tensor(CONFIDENCE))
     sink = RecordingSink()
-    report_curves(sink, RECORD, "run-1 (lr=0.1 bs=4)")
-    report_panes(sink, RECORD, test, parts, data, torch.tensor([1, 0, 5]))
+    report_curves(sink, RECORD)
+    report_panes(sink, RECORD, test, data.test, "test", data.classes, parts, torch.tensor([1, 0, 5]))
     report_layers(sink, RECORD, parts, samples_seen=8)
     return sink.events, data, model
 
@@ -478,23 +478,19 @@ def test_report_emits_every_window_in_page_order():
     events, data, model = tiny_report()
     assert [(e["kind"], e.get("win")) for e in events] == [
         ("scalars", "train_loss"), ("scalars", "loss"), ("scalars", "accuracy"),
-        ("scalars", "compare_acc"), ("scalars", "compare_loss"),
         ("images", "samples"), ("text", "predictions"), ("images", "mistakes"),
         ("confusion", "confusion"), ("bars", "class_acc"), ("templates", "templates"), ("histogram", "weights"),
         ("scalars", "weight_norm"), ("scalars", "grad_norm"), ("scalars", "throughput"),
     ]
-    trace = "run-1 (lr=0.1 bs=4)"
-    assert events[:5] == [
+    assert events[:3] == [
         scalars("train_loss", 10, {"epoch mean": 1.5}),
         scalars("loss", 2, {"train": 1.5, "test": 1.2}),
         scalars("accuracy", 2, {"train": 0.4, "test": 0.5}),
-        scalars("compare_acc", 2, {trace: 0.5}, env="compare"),
-        scalars("compare_loss", 2, {trace: 1.2}, env="compare"),
     ]
     weight = model[1].weight
-    assert events[12] == scalars("weight_norm", 2, {"1.weight": pytest.approx(weight.norm().item())})
-    assert events[13] == scalars("grad_norm", 2, {"1.weight": pytest.approx(weight.grad.norm().item())})
-    assert events[14] == scalars("throughput", 2, {"samples/s": 4.0})  # 8 training samples in 2 s
+    assert events[10] == scalars("weight_norm", 2, {"1.weight": pytest.approx(weight.norm().item())})
+    assert events[11] == scalars("grad_norm", 2, {"1.weight": pytest.approx(weight.grad.norm().item())})
+    assert events[12] == scalars("throughput", 2, {"samples/s": 4.0})  # 8 training samples in 2 s
     json.dumps(events)  # everything is JSON-ready, as the live sink writes it
 
 
@@ -587,7 +583,7 @@ def test_report_without_mistakes_says_so_instead_of_a_grid():
 # ---------------------------------------------------------------- the sink a command picks
 
 
-def test_make_sink_and_trace_name(tmp_path, monkeypatch, capsys):
+def test_make_sink(tmp_path, monkeypatch, capsys):
     run = RunDir.create(tmp_path, "mlp")
     run.write_config({"env": "my-env"})
     sink = make_sink(TrainConfig(viz=False), run)
@@ -606,8 +602,3 @@ def test_make_sink_and_trace_name(tmp_path, monkeypatch, capsys):
     assert "http://example.invalid:9001" in capsys.readouterr().err
     sink.close(timeout=5)
 
-    assert trace_name(TrainConfig(lr=0.05, batch_size=64), run) == f"{run.name} (lr=0.05 bs=64)"
-    assert trace_name(MLPConfig(trainer="mlp", activation="leaky-relu", hidden=(64, 32)), run) == \
-        f"{run.name} (lr=0.1 bs=160 leaky-relu 64-32)"
-    assert trace_name(MLPConfig(trainer="mlp-lowlevel", activation="leaky-relu", hidden=(8,)), run) == \
-        f"{run.name} (lr=0.1 bs=160 relu 8)"

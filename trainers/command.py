@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -14,12 +16,13 @@ from click.core import ParameterSource
 from tqdm import tqdm
 
 from trainers.catalog import TRAINERS
-from trainers.config import MLPConfig, TrainConfig
-from trainers.data import DataError, load
+from trainers.config import TrainConfig
+from trainers.data import Data, DataError, load
 from trainers.loop import Diverged, Evaluation, Interrupted, Parts, Progress, evaluate, fit
 from trainers.options import UserError
 from trainers.report import Smoothed, report_curves, report_layers, report_panes, sample_indices
 from trainers.run import RunDir
+from trainers.schedule import Schedule
 from viz.economy import Budget
 from viz.sink import Sink
 
@@ -56,7 +59,9 @@ class StopSignals:
     """Turns the first Ctrl-C (SIGINT) or SIGTERM into a request to stop after the current step.
 
     A second signal ends the process at once: checkpoints are written to a temporary file
-    and renamed, so leaving mid-write never corrupts the last good one.
+    and renamed, so leaving mid-write never corrupts the last good one. A signal the
+    process ignores stays ignored (a sweep worker leaves Ctrl-C to its sweep, which
+    passes it on as SIGTERM).
     """
 
     def __init__(self):
@@ -65,7 +70,8 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         for signum in (signal.SIGINT, signal.SIGTERM):
-            self.previous[signum] = signal.signal(signum, self._handle)
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -83,41 +89,75 @@ class StopSignals:
         return self.signum is not None
 
 
-def train(config: TrainConfig) -> None:
+class Pruned(Exception):
+    """A sweep's pruner ended the run after an epoch (raised by an ``on_epoch`` hook)."""
+
+
+def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None = None,
+          on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Run one trainer end to end: data, run folder, training, checkpoints, summary line.
 
+    This is every run's one path: ``trainviz TRAINER``, a sweep's trials and the tests.
     With ``config.resume`` it continues that run folder from its checkpoint instead.
+
+    Args:
+        config: the run's settings.
+        data: the dataset already loaded (a sweep worker loads it once for all its
+            trials); None loads ``config.dataset``.
+        labels: more settings for config.json, such as a sweep trial's study and number.
+        on_epoch: called with each epoch's record once it is saved; raising ``Pruned``
+            ends the run with status pruned.
+
+    Returns:
+        The last epoch's record.
+
+    Raises:
+        UserError, Stopped, DivergedError, Pruned: the run did not finish; its
+        status.json says why.
     """
     device = resolve_device(config.device)
     state = None
     if config.resume is not None:
         run, state = open_run(config)
         config = resumed_config(config, state)
+    if not config.test and not config.val_size:
+        raise UserError("--no-test leaves nothing to evaluate: give --val-size N too")
+    if data is None:
+        try:
+            data = load(config.dataset, config.data_dir, device)
+        except DataError as err:
+            raise UserError(str(err)) from None
     try:
-        data = load(config.dataset, config.data_dir, device)
-    except DataError as err:
+        data = data.held_out(config.val_size, config.test)
+    except ValueError as err:
         raise UserError(str(err)) from None
     if config.batch_size > len(data.train):
         raise UserError(f"--batch-size {config.batch_size} is larger than the {len(data.train)} training samples")
     if state is None:
-        run = new_run(config)
+        run = new_run(config, labels)
 
     torch.manual_seed(config.seed)
     parts = TRAINERS[config.trainer].build()(config, device)
     generator = torch.Generator().manual_seed(config.seed)
     progress = Progress()
     if state is None:
-        settings = {**config.to_dict(), "env": config.env or run.name, "run_dir": str(run.path),
+        settings = {**config.to_dict(), **(labels or {}), "env": config.env or run.name, "run_dir": str(run.path),
                     "torch": torch.__version__, "device_name": str(device), "data_source": str(data.source)}
         run.write_config(settings)
     else:
+        settings = run.read_config()
         parts.model.load_state_dict(state["model"])
         parts.optimizer.load_state_dict(state["optimizer"])
         progress = Progress(**state["progress"])
         generator.set_state(state["generator"])
+        if "rng" in state:  # dropout's draws continue where they stopped
+            torch.set_rng_state(state["rng"])
         run.truncate_metrics(progress.step)
+    run.write_status("running")
+    schedule = Schedule(config.schedule, config.lr, config.epochs, math.ceil(len(data.train) / config.batch_size))
+    shown = "test" if data.test is not None else "val"  # the held-out split the panes show
     sink = make_sink(config, run, resumed=state is not None)
-    samples = sample_indices(len(data.test), config.images, config.seed)
+    samples = sample_indices(len(getattr(data, shown)), config.images, config.seed)
     budget = Budget(PANES_SHARE, background=sink.background_seconds)
     smoothed = Smoothed(SMOOTHING)
     config_shown = state is not None  # a resumed run's environment has it already
@@ -129,15 +169,17 @@ def train(config: TrainConfig) -> None:
         run.append_metrics([{"kind": "step", "epoch": epoch, "step": s, "train_loss": v} for s, v in points])
         for step, value in points:
             sink.scalars("train_loss", x=step, values={"loss": value, "smoothed": smoothed(value)})
+        last = points[-1][0]
+        sink.scalars("lr", x=last, values={"lr": schedule(last - 1)})
 
-    def show(record: dict, test: Evaluation) -> None:
+    def show(record: dict, evaluations: dict[str, Evaluation]) -> None:
         """The epoch on the dashboard: curves always, costly panes when the budget allows and at the end."""
         nonlocal config_shown
-        report_curves(sink, record, trace_name(config, run))
+        report_curves(sink, record)
         panes = record["epoch"] == config.epochs or budget.due()
         if panes:
             started = time.perf_counter()
-            report_panes(sink, record, test, parts, data, samples)
+            report_panes(sink, record, evaluations[shown], getattr(data, shown), shown, data.classes, parts, samples)
             budget.spent(started, time.perf_counter() - started)
         report_layers(sink, record, parts, len(data.train))
         if not config_shown:  # after the first epoch's panes, so its window comes last on the page
@@ -146,27 +188,26 @@ def train(config: TrainConfig) -> None:
         if panes:
             sink.save()
 
-    def on_epoch(record: dict, test: Evaluation) -> None:
+    def epoch_done(record: dict, evaluations: dict[str, Evaluation]) -> None:
         run.append_metrics([record])
         if record["epoch"] % config.save_every == 0 or record["epoch"] == config.epochs:
             save()
         if sink.active:
-            show(record, test)
-        tqdm.write(
-            f"epoch {record['epoch']}/{config.epochs}  train loss {record['train_loss']:.4f} "
-            f"acc {record['train_acc']:.4f}  test loss {record['test_loss']:.4f} "
-            f"acc {record['test_acc']:.4f}  {record['seconds']:.2f} s"
-        )
+            show(record, evaluations)
+        tqdm.write(epoch_line(record, config.epochs))
+        if on_epoch is not None:
+            on_epoch(record)
 
     # The handlers stay installed while a stop is saved, so a second signal still quits at once.
     with StopSignals() as stop:
         try:
             record = fit(parts, data, epochs=config.epochs, batch_size=config.batch_size, generator=generator,
-                         progress=progress, log_every=config.log_every, on_steps=on_steps, on_epoch=on_epoch,
-                         should_stop=stop.requested)
+                         progress=progress, schedule=schedule, log_every=config.log_every, on_steps=on_steps,
+                         on_epoch=epoch_done, should_stop=stop.requested)
         except Interrupted:
             save()
             sink.save()
+            run.write_status("stopped", epoch=progress.epoch, step=progress.step)
             raise Stopped(
                 f"{signal.Signals(stop.signum).name} at epoch {progress.epoch + 1}, step {progress.step}: "
                 f"checkpoint and metrics saved in {run.path}; continue with: "
@@ -174,18 +215,39 @@ def train(config: TrainConfig) -> None:
                 128 + stop.signum,
             ) from None
         except Diverged as err:
+            run.write_status("diverged", step=err.step)
             raise DivergedError(
                 f"{err}; the last good epoch's checkpoint and metrics are in {run.path}. Try a smaller --lr"
             ) from None
+        except Pruned:
+            save()
+            run.write_status("pruned", epoch=progress.epoch)
+            raise
+        except BaseException as err:
+            run.write_status("failed", error=f"{type(err).__name__}: {err}")
+            raise
         finally:
             sink.close()
-    click.echo(f"{run.path}: test accuracy {record['test_acc']:.4f} after {record['epoch']} epochs")
+    run.write_status("finished", epoch=record["epoch"])
+    accuracy = f"test accuracy {record['test_acc']:.4f}" if "test_acc" in record else \
+        f"validation accuracy {record['val_acc']:.4f}"
+    click.echo(f"{run.path}: {accuracy} after {record['epoch']} epochs")
+    return record
 
 
-def new_run(config: TrainConfig) -> RunDir:
-    """A fresh run folder under ``config.out``, or a UserError saying why there cannot be one."""
+def epoch_line(record: dict, epochs: int) -> str:
+    """One epoch's results as one terminal line."""
+    line = f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}"
+    for split in ("val", "test"):
+        if f"{split}_acc" in record:
+            line += f"  {split} loss {record[f'{split}_loss']:.4f} acc {record[f'{split}_acc']:.4f}"
+    return f"{line}  {record['seconds']:.2f} s"
+
+
+def new_run(config: TrainConfig, labels: dict | None = None) -> RunDir:
+    """A fresh run folder under ``config.out`` (named by ``labels["run_name"]`` when given), or a UserError."""
     try:
-        return RunDir.create(config.out, config.trainer)
+        return RunDir.create(config.out, config.trainer, (labels or {}).get("run_name"))
     except OSError as err:
         raise UserError(f"cannot create a run folder in {config.out}: {err.strerror}; pick another --out") from None
 
@@ -228,14 +290,6 @@ def make_sink(config: TrainConfig, run: RunDir, resumed: bool = False) -> Sink:
     return VisdomSink(config.server, config.port, run.read_config()["env"], run.events_file, rebuild_first=resumed)
 
 
-def trace_name(config: TrainConfig, run: RunDir) -> str:
-    """How this run's curves are labelled in the compare environment."""
-    settings = f"lr={config.lr:g} bs={config.batch_size}"
-    if isinstance(config, MLPConfig):
-        settings += f" {config.activation if config.trainer == 'mlp' else 'relu'} {'-'.join(map(str, config.hidden))}"
-    return f"{run.name} ({settings})"
-
-
 def checkpoint(parts: Parts, config: TrainConfig, progress: Progress, generator: torch.Generator) -> dict:
     """Everything needed to evaluate the model or continue the run exactly."""
     return {
@@ -244,6 +298,7 @@ def checkpoint(parts: Parts, config: TrainConfig, progress: Progress, generator:
         "config": config.to_dict(),
         "progress": dataclasses.asdict(progress),
         "generator": generator.get_state(),
+        "rng": torch.get_rng_state(),  # dropout draws from torch's global generator
     }
 
 

@@ -16,7 +16,12 @@ class TrainConfig:
     data_dir: Path | None = None  # where the IDX files are; None searches the usual places
     epochs: int = 10  # passes over the training set
     batch_size: int = 160  # samples per SGD step (the seeds' 256 stops short of 83% in 10 epochs)
-    lr: float = 0.1  # SGD learning rate
+    lr: float = 0.1  # SGD learning rate (the peak rate when a schedule lowers it)
+    momentum: float = 0.0  # SGD momentum: v <- momentum * v + g, p <- p - lr * v
+    weight_decay: float = 0.0  # L2 penalty: weight_decay * p is added to every gradient
+    schedule: str = "constant"  # learning rate over the run: constant, cosine or step
+    val_size: int = 0  # training images held out as a validation set (a fixed split)
+    test: bool = True  # evaluate the test set every epoch (sweeps choose on validation, so turn it off)
     seed: int = 0  # seeds weights, shuffling and the sample grid
     device: str = "auto"  # auto picks cuda when available, else cpu
     out: Path = Path("runs")  # parent folder of every RUN_DIR
@@ -53,3 +58,4 @@ class MLPConfig(TrainConfig):
     hidden: tuple[int, ...] = (200, 200)  # width of each hidden layer
     activation: str = "relu"  # relu or leaky-relu (the class-based MLP only)
     negative_slope: float = 0.01  # LeakyReLU slope for negative inputs
+    dropout: float = 0.0  # probability of zeroing a hidden unit in training

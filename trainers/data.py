@@ -15,6 +15,7 @@ of its own and renamed into place, so no process ever reads a half-written file.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -55,6 +56,10 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, index: torch.Tensor) -> Split:
+        """The samples at ``index``, copied."""
+        return Split(self.pixels.index_select(0, index), self.labels.index_select(0, index))
+
     def batches(self, batch_size: int, generator: torch.Generator | None = None, skip: int = 0) -> Iterator[tuple]:
         """Yield (images, labels) batches, images as floats in [0, 1]; shuffled when a generator is given.
 
@@ -79,14 +84,44 @@ def floats(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float().div_(255)
 
 
+# Seeds the validation split: the same held-out images whatever --seed a run trains with,
+# so every trial of a sweep is judged on the same set.
+VALIDATION_SEED = 2024
+
+
 @dataclass
 class Data:
-    """Both splits of a dataset, with its class names and where it was read from."""
+    """A dataset's splits, with its class names and where it was read from.
+
+    ``val`` exists when training images are held out for validation; ``test`` is None
+    when a run must not look at the test set (a sweep trial).
+    """
 
     train: Split
-    test: Split
+    test: Split | None
     classes: tuple[str, ...]
     source: Path
+    val: Split | None = None
+
+    def held_out(self, val_size: int, test: bool = True) -> Data:
+        """These data with ``val_size`` training images moved to a validation split.
+
+        The images are a fixed random choice (``VALIDATION_SEED``), the rest of the
+        training set keeps its order. Without ``test`` the test split is left out.
+
+        Raises:
+            ValueError: ``val_size`` leaves no training images.
+        """
+        n = len(self.train)
+        if val_size >= n:
+            raise ValueError(f"--val-size {val_size} leaves no training images (there are {n})")
+        if not val_size:
+            return dataclasses.replace(self, test=self.test if test else None)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SEED))
+        val, train = order[:val_size].sort().values, order[val_size:].sort().values
+        device = self.train.labels.device
+        return dataclasses.replace(self, train=self.train.subset(train.to(device)), val=self.train.subset(val.to(device)),
+                                   test=self.test if test else None)
 
 
 def load(dataset: str, data_dir: Path | None, device: torch.device) -> Data:

@@ -1,8 +1,10 @@
 """The one training loop every trainer shares.
 
-A trainer supplies ``Parts``: a model mapping images to logits, a loss of
-(logits, labels) averaged over the batch, and an optimizer with ``zero_grad()`` and
-``step()``. The loop never asks which kind of model or optimizer it was given.
+A trainer supplies ``Parts``: a model mapping images to logits (with ``train()`` and
+``eval()`` modes), a loss of (logits, labels) averaged over the batch, and an optimizer
+with ``zero_grad()``, ``step()`` and torch.optim's ``param_groups`` (where the loop sets
+each step's learning rate). The loop never asks which kind of model or optimizer it was
+given.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ EVAL_BATCH = 2048  # test-set batch size: large for speed, bounded for memory
 class Parts:
     """What a trainer hands the loop."""
 
-    model: Any  # callable: images (N, 1, 28, 28) -> logits (N, classes); has state_dict()
+    model: Any  # callable: images (N, 1, 28, 28) -> logits (N, classes); train(), eval(), state_dict()
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # mean loss of a batch
-    optimizer: Any  # zero_grad() and step(); state_dict() for checkpoints
+    optimizer: Any  # zero_grad(), step(), param_groups; state_dict() for checkpoints
 
 
 @dataclass
@@ -55,7 +57,8 @@ class Diverged(Exception):
 
 @torch.no_grad()
 def evaluate(parts: Parts, split: Split) -> Evaluation:
-    """Loss, accuracy and per-sample predictions of ``parts.model`` on ``split``."""
+    """Loss, accuracy and per-sample predictions of ``parts.model`` on ``split`` (in eval mode)."""
+    parts.model.eval()
     loss_sum = torch.zeros((), device=split.labels.device)
     predictions, confidence = [], []
     for images, labels in split.batches(EVAL_BATCH):
@@ -94,23 +97,28 @@ def fit(
     batch_size: int,
     generator: torch.Generator,
     progress: Progress,
+    schedule: Callable[[int], float] | None = None,
     log_every: int = 1,
     on_steps: Callable[[int, list[tuple[int, float]]], None] = lambda epoch, points: None,
-    on_epoch: Callable[[dict, Evaluation], None] = lambda record, test: None,
+    on_epoch: Callable[[dict, dict[str, Evaluation]], None] = lambda record, evaluations: None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> dict:
     """Train ``parts`` from ``progress`` up to ``epochs`` and return the last epoch's record.
 
     Args:
         parts: model, loss and optimizer.
-        data: training and test splits, already on the device.
+        data: the splits, already on the device; validation and test are evaluated
+            after every epoch when present.
         epochs: the epoch to stop after (1-based, counting epochs done before a resume).
         batch_size: samples per optimizer step.
         generator: draws each epoch's shuffling order.
         progress: where to start (``Progress()`` for a new run), advanced in place.
+        schedule: the learning rate of each step, given the steps already taken;
+            None keeps the optimizer's own.
         log_every: report the training loss of every Nth step to ``on_steps``.
         on_steps: called with (epoch, [(step, loss), ...]) a few times per epoch.
-        on_epoch: called after each epoch with its record and the test evaluation.
+        on_epoch: called after each epoch with its record and the evaluations by split
+            name ("val", "test").
         should_stop: checked after every step; True ends training with ``Interrupted``.
 
     Raises:
@@ -139,10 +147,14 @@ def fit(
         correct = torch.tensor(progress.correct, device=device)
         pending: list[tuple[int, torch.Tensor]] = []
         batches = data.train.batches(batch_size, generator, skip=progress.batch)
+        parts.model.train()
         with tqdm(total=n_batches, initial=progress.batch, desc=f"epoch {epoch}/{epochs}", unit="step",
                   leave=False) as bar:
             for i, (images, labels) in enumerate(batches, progress.batch + 1):
                 # forward, backward, update
+                if schedule is not None:
+                    for group in parts.optimizer.param_groups:
+                        group["lr"] = schedule(progress.step)
                 logits = parts.model(images)
                 loss = parts.loss(logits, labels)
                 parts.optimizer.zero_grad()
@@ -171,17 +183,20 @@ def fit(
         if not math.isfinite(train_loss):
             raise Diverged(progress.step, train_loss)
 
-        # evaluate on the test set
-        test = evaluate(parts, data.test)
+        # evaluate on the held-out splits
+        evaluations = {name: evaluate(parts, split) for name, split in (("val", data.val), ("test", data.test))
+                       if split is not None}
         progress.epoch, progress.batch, progress.loss_sum, progress.correct = epoch, 0, 0.0, 0
         record = {
             "kind": "epoch", "epoch": epoch, "step": progress.step,
             "train_loss": train_loss, "train_acc": correct.item() / len(data.train),
-            "test_loss": test.loss, "test_acc": test.accuracy,
-            "seconds": time.perf_counter() - started,
         }
+        for name, result in evaluations.items():
+            record[f"{name}_loss"], record[f"{name}_acc"] = result.loss, result.accuracy
+        record["lr"] = parts.optimizer.param_groups[0]["lr"]
+        record["seconds"] = time.perf_counter() - started
         progress.seconds = 0.0
-        on_epoch(record, test)
+        on_epoch(record, evaluations)
         if should_stop() and progress.epoch < epochs:
             raise Interrupted()
     return record

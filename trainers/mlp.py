@@ -15,9 +15,10 @@ ACTIVATION_LAYERS = {"relu": lambda slope: nn.ReLU(), "leaky-relu": nn.LeakyReLU
 
 
 class MLP(nn.Module):
-    """Linear layers with an activation between them and none after the last (it gives logits)."""
+    """Linear layers with an activation (and dropout) between them, none after the last (it gives logits)."""
 
-    def __init__(self, sizes: tuple[int, ...], activation: str = "relu", negative_slope: float = 0.01):
+    def __init__(self, sizes: tuple[int, ...], activation: str = "relu", negative_slope: float = 0.01,
+                 dropout: float = 0.0):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
@@ -29,6 +30,8 @@ class MLP(nn.Module):
             layers.append(linear)
             if i < len(sizes) - 2:
                 layers.append(ACTIVATION_LAYERS[activation](negative_slope))
+                if dropout:
+                    layers.append(nn.Dropout(dropout))
         self.net = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -37,6 +40,8 @@ class MLP(nn.Module):
 
 def build(config: MLPConfig, device: torch.device) -> Parts:
     """The model, loss and optimizer for ``config``."""
-    model = MLP((784, *config.hidden, 10), config.activation, config.negative_slope).to(device)
-    return Parts(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=config.lr))
+    model = MLP((784, *config.hidden, 10), config.activation, config.negative_slope, config.dropout).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    return Parts(model, nn.CrossEntropyLoss(), optimizer)
 

@@ -9,7 +9,6 @@ from trainers.config import TrainConfig
 from trainers.loop import Parts
 
 
-
 def softmax_regression(inputs: int = 784, classes: int = 10) -> nn.Sequential:
     """Flatten + one linear layer, weights ~ N(0, 0.01^2), biases 0."""
     net = nn.Sequential(nn.Flatten(), nn.Linear(inputs, classes))
@@ -22,5 +21,7 @@ def build(config: TrainConfig, device: torch.device) -> Parts:
     """The model, loss and optimizer for ``config``."""
     model = softmax_regression().to(device)
     # CrossEntropyLoss takes logits and applies log-softmax itself, stably.
-    return Parts(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=config.lr))
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    return Parts(model, nn.CrossEntropyLoss(), optimizer)
 

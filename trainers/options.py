@@ -15,6 +15,7 @@ import click
 
 from trainers.catalog import ACTIVATIONS, DATASETS
 from trainers.config import MLPConfig, TrainConfig
+from trainers.schedule import SCHEDULES
 
 
 class UserError(click.ClickException):
@@ -76,7 +77,7 @@ def server_options(command):
 def train_options(config: type[TrainConfig], activation: bool = False):
     """Click options for every field of ``config``, with the dataclass defaults.
 
-    An ``MLPConfig`` adds --hidden; ``activation`` adds --activation and --negative-slope.
+    An ``MLPConfig`` adds --hidden and --dropout; ``activation`` adds --activation and --negative-slope.
     """
     d = {f.name: f.default for f in dataclasses.fields(config)}
     positive = click.IntRange(min=1)
@@ -90,6 +91,17 @@ def train_options(config: type[TrainConfig], activation: bool = False):
         click.option("--batch-size", type=positive, default=d["batch_size"], show_default=True, help="Samples per SGD step."),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=d["lr"], show_default=True,
                      help="SGD learning rate."),
+        click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=d["momentum"],
+                     show_default=True, help="SGD momentum (0: plain SGD)."),
+        click.option("--weight-decay", type=click.FloatRange(min=0), default=d["weight_decay"], show_default=True,
+                     help="L2 weight decay added to every gradient."),
+        click.option("--schedule", type=click.Choice(SCHEDULES), default=d["schedule"], show_default=True,
+                     help="Learning rate over the run: constant; cosine to 0 step by step; "
+                          "step: x0.1 at half the epochs and again at three quarters."),
+        click.option("--val-size", type=click.IntRange(min=0), default=d["val_size"], show_default=True,
+                     help="Training images held out as a validation set (a fixed split; 0: none)."),
+        click.option("--test/--no-test", default=d["test"], show_default=True,
+                     help="Evaluate the test set every epoch (--no-test needs --val-size)."),
         click.option("--seed", type=int, default=d["seed"], show_default=True, help="Seed for weights, shuffling and samples."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=d["device"], show_default=True,
                      help="auto: cuda when available, else cpu."),
@@ -109,8 +121,12 @@ def train_options(config: type[TrainConfig], activation: bool = False):
                      help="Continue the run in this folder where it stopped."),
     ]
     if issubclass(config, MLPConfig):
-        options.append(click.option("--hidden", type=HiddenSizes(), default=",".join(map(str, d["hidden"])),
-                                    show_default=True, help="Hidden layer widths, comma-separated."))
+        options += [
+            click.option("--hidden", type=HiddenSizes(), default=",".join(map(str, d["hidden"])),
+                         show_default=True, help="Hidden layer widths, comma-separated."),
+            click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=d["dropout"],
+                         show_default=True, help="Probability of dropping a hidden unit in training."),
+        ]
     if activation:
         options += [
             click.option("--activation", type=click.Choice(ACTIVATIONS), default=d["activation"],

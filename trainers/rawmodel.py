@@ -11,12 +11,23 @@ class RawModel:
     """Holds named leaf tensors that require gradients; subclasses write ``forward``.
 
     It offers the handful of ``nn.Module`` methods the loop and the checkpoints use
-    (calling, ``parameters``, ``named_parameters``, ``state_dict``, ``load_state_dict``),
-    so a from-scratch model trains in the same loop as a ``torch.nn`` one.
+    (calling, ``train``/``eval``, ``parameters``, ``named_parameters``, ``state_dict``,
+    ``load_state_dict``), so a from-scratch model trains in the same loop as a
+    ``torch.nn`` one.
     """
 
     def __init__(self, **params: torch.Tensor):
         self.params = {name: tensor.requires_grad_() for name, tensor in params.items()}
+        self.training = True  # what dropout asks: drop units in training, never in evaluation
+
+    def train(self, mode: bool = True) -> RawModel:
+        """Switch to training mode (or out of it, with ``mode=False``)."""
+        self.training = mode
+        return self
+
+    def eval(self) -> RawModel:
+        """Switch to evaluation mode."""
+        return self.train(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of images."""

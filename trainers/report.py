@@ -13,10 +13,9 @@ import html
 import numpy as np
 import torch
 
-from trainers.data import Data
+from trainers.data import Split
 from trainers.loop import Evaluation, Parts
 from viz.sink import Sink
-from viz.windows import COMPARE_ENV
 
 MISTAKES = 8  # images in the most-confident-mistakes grid
 BINS = 40  # histogram bins per layer
@@ -43,14 +42,14 @@ class Smoothed:
         return self.average / self.total_weight
 
 
-def sample_indices(n_test: int, count: int, seed: int) -> torch.Tensor:
-    """The same test images every epoch, so the grid shows predictions changing."""
-    return torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))[:count]
+def sample_indices(n: int, count: int, seed: int) -> torch.Tensor:
+    """The same held-out images every epoch, so the grid shows predictions changing."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:count]
 
 
-def pixels(data: Data, index: torch.Tensor):
-    """Test images at ``index`` as uint8 (N, 28, 28) on the CPU."""
-    return data.test.pixels.index_select(0, index.to(data.test.pixels.device)).squeeze(1).cpu().numpy()
+def pixels(split: Split, index: torch.Tensor):
+    """The split's images at ``index`` as uint8 (N, 28, 28) on the CPU."""
+    return split.pixels.index_select(0, index.to(split.pixels.device)).squeeze(1).cpu().numpy()
 
 
 def caption(classes: tuple[str, ...], true: int, predicted: int, confidence: float) -> str:
@@ -58,26 +57,32 @@ def caption(classes: tuple[str, ...], true: int, predicted: int, confidence: flo
     return f"{classes[true][:13]}\n-> {classes[predicted][:10]} {confidence:.0%}"
 
 
-def report_curves(sink: Sink, record: dict, trace: str) -> None:
-    """The epoch's points on the loss and accuracy curves, here and in the compare environment."""
+SPLITS = ("train", "val", "test")  # the curves' traces, in this order, for the splits a run has
+
+
+def report_curves(sink: Sink, record: dict) -> None:
+    """The epoch's points on the loss and accuracy curves: training, and validation and test when evaluated."""
     epoch = record["epoch"]
     sink.scalars("train_loss", x=record["step"], values={"epoch mean": record["train_loss"]})
-    sink.scalars("loss", x=epoch, values={"train": record["train_loss"], "test": record["test_loss"]})
-    sink.scalars("accuracy", x=epoch, values={"train": record["train_acc"], "test": record["test_acc"]})
-    sink.scalars("compare_acc", x=epoch, values={trace: record["test_acc"]}, env=COMPARE_ENV)
-    sink.scalars("compare_loss", x=epoch, values={trace: record["test_loss"]}, env=COMPARE_ENV)
+    for metric, win in (("loss", "loss"), ("acc", "accuracy")):
+        sink.scalars(win, x=epoch, values={split: record[f"{split}_{metric}"] for split in SPLITS
+                                           if f"{split}_{metric}" in record})
 
 
-def report_panes(sink: Sink, record: dict, test: Evaluation, parts: Parts, data: Data,
-                 samples: torch.Tensor) -> None:
-    """The costly panes: sample grid and table, mistakes, confusion, per-class accuracy, learned weights."""
-    epoch, classes = record["epoch"], data.classes
-    labels = data.test.labels.cpu()
-    predicted, confidence = test.predictions.cpu(), test.confidence.cpu()
+def report_panes(sink: Sink, record: dict, result: Evaluation, split: Split, name: str,
+                 classes: tuple[str, ...], parts: Parts, samples: torch.Tensor) -> None:
+    """The costly panes: sample grid and table, mistakes, confusion, per-class accuracy, learned weights.
+
+    ``result`` is the evaluation of the held-out ``split`` called ``name`` ("test", or
+    "val" for a run that does not look at the test set).
+    """
+    epoch = record["epoch"]
+    labels = split.labels.cpu()
+    predicted, confidence = result.predictions.cpu(), result.confidence.cpu()
 
     # the sample grid and its table
     rows = [(int(labels[i]), int(predicted[i]), float(confidence[i])) for i in samples]
-    sink.images("samples", pixels(data, samples), [caption(classes, *row) for row in rows],
+    sink.images("samples", pixels(split, samples), [caption(classes, *row) for row in rows],
                 [t != p for t, p, _ in rows])
     sink.text("predictions", predictions_table(classes, rows, epoch))
 
@@ -85,11 +90,11 @@ def report_panes(sink: Sink, record: dict, test: Evaluation, parts: Parts, data:
     wrong = (predicted != labels).nonzero().squeeze(1)
     worst = wrong[confidence[wrong].argsort(descending=True)[:MISTAKES]]
     if len(worst):
-        sink.images("mistakes", pixels(data, worst),
+        sink.images("mistakes", pixels(split, worst),
                     [caption(classes, int(labels[i]), int(predicted[i]), float(confidence[i])) for i in worst],
                     [True] * len(worst))
     else:
-        sink.text("mistakes", f"<p>No mistakes on the test set at epoch {epoch}.</p>")
+        sink.text("mistakes", f"<p>No mistakes on the {name} set at epoch {epoch}.</p>")
 
     # confusion matrix and per-class accuracy
     k = len(classes)

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from pathlib import Path
 
 from viz.paths import atomic_path
 
 
+# What status.json can say. A run writes "running" when it starts and one of the others
+# when it ends; a run killed outright leaves "running", with the pid and host that ran it.
+STATUSES = ("running", "finished", "stopped", "diverged", "pruned", "failed")
+
+
 class RunDir:
-    """``<out>/<trainer>-<YYYYmmdd-HHMMSS>``: config.json, metrics.jsonl, checkpoint.pt."""
+    """``<out>/<trainer>-<YYYYmmdd-HHMMSS>``: config.json, status.json, metrics.jsonl, checkpoint.pt."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -18,16 +25,20 @@ class RunDir:
         self.metrics_file = path / "metrics.jsonl"
         self.checkpoint_file = path / "checkpoint.pt"
         self.events_file = path / "events.jsonl"
+        self.status_file = path / "status.json"
 
     @property
     def name(self) -> str:
         return self.path.name
 
     @classmethod
-    def create(cls, out: Path, trainer: str) -> RunDir:
-        """Make a new, uniquely named run folder (a suffix keeps runs of the same second apart)."""
+    def create(cls, out: Path, trainer: str, stem: str | None = None) -> RunDir:
+        """Make a new, uniquely named run folder (a suffix keeps runs of the same name apart).
+
+        The name is ``stem``, by default the trainer and the time: ``mlp-20260101-120000``.
+        """
         out.mkdir(parents=True, exist_ok=True)
-        stem = f"{trainer}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stem = stem or f"{trainer}-{time.strftime('%Y%m%d-%H%M%S')}"
         for n in range(1, 1000):
             path = out / (stem if n == 1 else f"{stem}-{n}")
             try:
@@ -44,6 +55,27 @@ class RunDir:
     def read_config(self) -> dict:
         """The settings saved by ``write_config``."""
         return json.loads(self.config_file.read_text())
+
+    def write_status(self, status: str, **details) -> None:
+        """Say how the run stands (one of ``STATUSES``), atomically, keeping when it started.
+
+        "running" also records this process's pid and host, so a reader can tell a run in
+        progress from one that was killed.
+        """
+        now = time.time()
+        previous = self.read_status()
+        record = {"status": status, "started": previous.get("started", now), "updated": now}
+        if status == "running":
+            record |= {"pid": os.getpid(), "host": socket.gethostname()}
+        with atomic_path(self.status_file) as partial:
+            partial.write_text(json.dumps(record | details) + "\n")
+
+    def read_status(self) -> dict:
+        """What ``write_status`` last wrote; {} for a run without one (or one being replaced)."""
+        try:
+            return json.loads(self.status_file.read_text())
+        except (OSError, ValueError):
+            return {}
 
     def append_metrics(self, records: list[dict]) -> None:
         """Add records to metrics.jsonl, one JSON object per line."""

@@ -13,7 +13,6 @@ from trainers.loop import Parts
 from trainers.rawmodel import RawModel
 
 
-
 def softmax(logits: torch.Tensor) -> torch.Tensor:
     """Row-wise softmax that cannot overflow.
 
@@ -54,14 +53,24 @@ class SoftmaxRegression(RawModel):
 
 
 class SGD:
-    """Minibatch stochastic gradient descent: p <- p - lr * grad.
+    """Minibatch stochastic gradient descent with momentum and weight decay.
 
-    The loss is a batch mean, so its gradient is already averaged over the batch
-    (d2l divides by the batch size because its loss is a sum).
+    For each parameter p with gradient grad, as ``torch.optim.SGD`` computes it:
+
+        g = grad + weight_decay * p        (the gradient of an added L2 penalty)
+        v = momentum * v + g               (velocity: a running sum of past steps)
+        p = p - lr * v
+
+    With momentum 0 and no weight decay this is plain SGD, p <- p - lr * grad. The loss
+    is a batch mean, so its gradient is already averaged over the batch (d2l divides by
+    the batch size because its loss is a sum). The settings live in ``param_groups``,
+    as in torch.optim, which is where the loop's schedule sets each step's rate.
     """
 
-    def __init__(self, params, lr: float):
-        self.params, self.lr = list(params), lr
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        self.params = list(params)
+        self.param_groups = [{"lr": lr, "momentum": momentum, "weight_decay": weight_decay}]
+        self.velocity = [torch.zeros_like(param) for param in self.params]
 
     def zero_grad(self) -> None:
         """Forget the previous step's gradients (autograd adds to them otherwise)."""
@@ -70,21 +79,29 @@ class SGD:
 
     @torch.no_grad()
     def step(self) -> None:
-        """Move every parameter against its gradient."""
-        for param in self.params:
-            param.add_(param.grad, alpha=-self.lr)
+        """Move every parameter against its (decayed, accumulated) gradient."""
+        group = self.param_groups[0]
+        for param, velocity in zip(self.params, self.velocity):
+            g = param.grad
+            if group["weight_decay"]:
+                g = g.add(param, alpha=group["weight_decay"])
+            if group["momentum"]:
+                g = velocity.mul_(group["momentum"]).add_(g)
+            param.add_(g, alpha=-group["lr"])
 
     def state_dict(self) -> dict:
-        """Plain SGD keeps no state beyond its learning rate."""
-        return {"lr": self.lr}
+        """The settings and the velocities: what a resumed run needs to take the same next step."""
+        return {"param_groups": [dict(self.param_groups[0])], "velocity": [v.clone() for v in self.velocity]}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore the learning rate."""
-        self.lr = state["lr"]
+        """Restore what ``state_dict`` saved."""
+        self.param_groups = [dict(state["param_groups"][0])]
+        for velocity, saved in zip(self.velocity, state["velocity"]):
+            velocity.copy_(saved)
 
 
 def build(config: TrainConfig, device: torch.device) -> Parts:
     """The model, loss and optimizer for ``config``."""
     model = SoftmaxRegression().to(device)
-    return Parts(model, cross_entropy, SGD(model.parameters(), config.lr))
+    return Parts(model, cross_entropy, SGD(model.parameters(), config.lr, config.momentum, config.weight_decay))
 

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from viz.economy import decimate
 from viz.sink import decode_array, decode_images
-from viz.windows import COMPARE_ENV, WINDOWS, opts
+from viz.windows import WINDOWS, opts
 
 TILE = 84  # pixels per image side in the grids (28 x 3, nearest-neighbour)
 CAPTION = 30  # pixels of caption below each tile
@@ -107,8 +107,9 @@ class Renderer:
     """Draws events into a Visdom client's windows.
 
     A window is created by its first event and appended to afterwards. Windows marked
-    ``whole`` (and the ``compare`` curves, which other runs share) are redrawn from the
-    history this renderer keeps, so a lost or concurrent update is repaired by the next.
+    ``whole`` are redrawn trace by trace from the history this renderer keeps, so a lost
+    or concurrent update (two ``trainviz compare`` into one environment) is repaired by
+    the next.
     """
 
     def __init__(self, vis, env: str):
@@ -152,7 +153,7 @@ class Renderer:
         for key, xy in points.items():
             env, win, trace = key
             self.history[key].extend(xy)
-            if env == COMPARE_ENV or WINDOWS[win].whole:
+            if WINDOWS[win].whole:
                 self._redraw_trace(env, win, trace)
             else:
                 windows[(env, win)][trace] = xy
@@ -197,7 +198,7 @@ class Renderer:
     def _redraw_trace(self, env: str, win: str, trace: str) -> None:
         """Replace one named trace with its full history, leaving the window's other traces alone.
 
-        Several runs draw into the compare windows at once, so each request must be one
+        Several commands may draw into the compare windows at once, so each request must be one
         the server applies whole: a replace of this trace, or, when the window is not
         there yet, an append, which visdom turns into "create the window" or, if another
         run created it meanwhile, "add this trace". Creating the window outright would

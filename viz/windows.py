@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-COMPARE_ENV = "compare"  # the shared environment where every run adds its curves
+COMPARE_ENV = "compare"  # where ``trainviz compare`` draws the runs it is given, by default
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,19 @@ WINDOWS = {
     "weight_norm": Window("Weight norm per layer", "epoch", "L2 norm", width=375, height=260),
     "grad_norm": Window("Gradient norm per layer (last step)", "epoch", "L2 norm", width=375, height=260),
     "throughput": Window("Throughput", "epoch", "samples/s", width=500, height=330),
-    "lr": Window("Learning rate", "epoch", "lr", width=500, height=330),
+    "lr": Window("Learning rate", "step", "lr", width=500, height=330),
     "config": Window("Run config", width=1030, height=330),
-    "compare_acc": Window("Test accuracy of every run", "epoch", "accuracy", width=900, height=400, whole=True),
-    "compare_loss": Window("Test loss of every run", "epoch", "cross-entropy", width=900, height=400, whole=True),
+    # trainviz compare: one trace per run and held-out split
+    "compare_acc": Window("Accuracy of the chosen runs (val, test)", "epoch", "accuracy", width=900, height=400,
+                          whole=True),
+    "compare_loss": Window("Loss of the chosen runs (val, test)", "epoch", "cross-entropy", width=900, height=400,
+                           whole=True),
+    "compare_train": Window("Training loss of the chosen runs (epoch means)", "epoch", "cross-entropy",
+                            width=900, height=400, whole=True),
+    # trainviz sweep: the study's own environment
+    "sweep_val_acc": Window("Validation accuracy of every trial", "epoch", "accuracy", width=900, height=450),
+    "sweep_parcoords": Window("Settings -> validation accuracy", width=900, height=450),
+    "sweep_trials": Window("Trials, best first", width=1000, height=450),
 }
 
 
