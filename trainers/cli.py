@@ -1,22 +1,26 @@
 """The ``trainviz`` command: one subcommand per trainer, plus the tools around runs.
 
 This module imports neither torch nor torchvision: help, ``--version``, every option
-error, ``server``, ``replay`` answer at once. A trainer's command imports them when its
+error, ``server``, ``replay``, ``runs`` and ``compare`` answer at once. A trainer's command imports them when its
 run starts.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from trainers import __version__
 from trainers.catalog import TRAINERS, Trainer
 from trainers.options import UserError, env_name, server_options, train_options
 from trainers.run import RunDir
+from trainers.runs import COLUMNS, find_runs, format_table, sort_rows, summary
 from viz.server import server_cli
+from viz.windows import COMPARE_ENV
 
 
 class OneLineErrors(click.Group):
@@ -56,8 +60,74 @@ def trainer_command(trainer: Trainer) -> click.Command:
     return command
 
 
+SWEEP_VAL_SIZE = 5000  # a sweep's default validation split: 1/12 of Fashion-MNIST's training set
+
+
+@click.group("sweep")
+def sweep_group():
+    """Search a trainer's settings with Optuna: trainviz sweep TRAINER [OPTIONS] --param NAME=SPEC ...
+
+    \b
+    SPEC:  a|b|c        choices (any option's values, as typed on the command line)
+           lo..hi       a float range
+           lo..hi:log   a float range searched in log space
+           lo..hi:int   an integer range
+    Every trial is a run folder under OUT/STUDY; the study's dashboard is environment STUDY.
+    """
+
+
+def sweep_command(trainer: Trainer) -> click.Command:
+    """The ``trainviz sweep NAME`` command of one trainer: its options, the search's, then a sweep."""
+
+    @click.command(trainer.name, help=f"Sweep {trainer.name}: {trainer.summary}")
+    @train_options(trainer.config, activation=trainer.activation, val_size=SWEEP_VAL_SIZE)
+    @click.option("--param", "specs", multiple=True, required=True, metavar="NAME=SPEC",
+                  help="A setting to search, e.g. lr=0.01..0.5:log, hidden=100|200,200 (repeat for more).")
+    @click.option("--sampler", type=click.Choice(["grid", "random", "tpe"]), default=None,
+                  help="grid when every param is a list of choices, else tpe.")
+    @click.option("--trials", type=click.IntRange(min=1), default=None,
+                  help="Trials in all, over all workers and machines (random and tpe).")
+    @click.option("--prune/--no-prune", default=None,
+                  help="Stop trials whose validation accuracy is below the median of earlier trials at the "
+                       "same epoch (default: on for random and tpe, off for grid).")
+    @click.option("--study", default=None, callback=env_name,
+                  help="Study name, also its dashboard environment; default: the trainer and a hash of the "
+                       "search, so the same command continues the same study.")
+    @click.option("--storage", default=None, metavar="URL|PATH",
+                  help="Optuna storage: a database URL (postgresql://USER:PASSWORD@HOST/DB) for several "
+                       "machines; default: a journal file in OUT/STUDY.")
+    @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                  help="Worker processes on this machine; each gets cores / jobs torch threads.")
+    @click.option("--heartbeat", type=click.IntRange(min=1), default=10, show_default=True, metavar="SECONDS",
+                  help="With a database storage: seconds between a trial's heartbeats; a trial silent for "
+                       "3 intervals is failed and run again.")
+    @click.pass_context
+    def command(ctx, specs, sampler, trials, prune, study, storage, jobs, heartbeat, **options):
+        for name, why in (("resume", "continue a sweep by running the same command again"),
+                          ("env", "a sweep names its environments after the study")):
+            if options[name] is not None:
+                raise UserError(f"--{name} is not a sweep option: {why}")
+        if options["test"] and ctx.get_parameter_source("test") == ParameterSource.COMMANDLINE:
+            raise UserError("--test is not a sweep option: trials are chosen on validation accuracy, and the "
+                            "chosen trial's test accuracy is reported at the end")
+        if not options["val_size"]:
+            raise UserError("a sweep chooses on a validation split: give --val-size N above 0")
+        from trainers.search import parse_params
+
+        params = parse_params(specs, trainer.config, ctx.command, ctx)
+        config = trainer.config(trainer=trainer.name, **{**options, "test": False}).to_dict()
+        from trainers import sweep  # Optuna: only now that a sweep starts
+
+        sweep.run(sweep.plan(trainer.name, config, params, study=study, storage=storage, sampler=sampler,
+                             trials=trials, prune=prune, jobs=jobs, heartbeat=heartbeat))
+
+    return command
+
+
 for _trainer in TRAINERS.values():
     cli.add_command(trainer_command(_trainer))
+    sweep_group.add_command(sweep_command(_trainer))
+cli.add_command(sweep_group)
 cli.add_command(server_cli)
 
 
@@ -84,6 +154,48 @@ def replay_command(run_dir: Path, server: str, port: int, env: str | None):
     rebuild(vis, Renderer(vis, env), events)
     note = f"; skipped {damaged} damaged line{'s' * (damaged != 1)}" if damaged else ""
     click.echo(f"replayed {len(events)} events into environment {env} at {server}:{port}{note}")
+
+
+@cli.command("runs")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False), default=Path("runs"))
+@click.option("--sort", "column", type=click.Choice([key for key, _ in COLUMNS]), default="run", show_default=True,
+              help="Column to sort by (accuracies, epochs and seconds: largest first).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
+def runs_command(directory: Path, column: str, as_json: bool):
+    """A table of every run under DIRECTORY (default ./runs), sweep trials included."""
+    if not directory.is_dir():
+        raise UserError(f"{directory} is not a folder; give the --out folder your runs went to")
+    rows = sort_rows([summary(run, directory) for run in find_runs(directory)], column)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif rows:
+        click.echo(format_table(rows))
+    else:
+        click.echo(f"no runs under {directory}")
+
+
+@cli.command("compare")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False))
+@server_options
+@click.option("--env", default=COMPARE_ENV, show_default=True, callback=env_name,
+              help="Environment to draw into; its windows are replaced.")
+def compare_command(run_dirs: tuple[Path, ...], server: str, port: int, env: str):
+    """Draw the epoch curves of the runs in RUN_DIRS side by side in one environment."""
+    runs = [RunDir(path) for path in run_dirs]
+    for run in runs:
+        if not (run.config_file.is_file() and run.metrics_file.is_file()):
+            raise UserError(f"{run.path} is not a trainviz run folder (no config.json and metrics.jsonl)")
+    from trainers.runs import comparison_events
+    from viz.render import Renderer
+    from viz.visdom_sink import connect
+
+    vis = connect(server, port, env)
+    if vis is None:
+        raise UserError(f"no visdom server answers at {server}:{port}; start one with: trainviz server start")
+    vis.close(None, env=env)  # only the runs asked for
+    renderer = Renderer(vis, env)
+    renderer.render([*comparison_events(runs, env), {"kind": "save"}])
+    click.echo(f"compared {len(runs)} runs in environment {env} at {server}:{port}")
 
 
 @cli.command("evaluate")

@@ -7,7 +7,6 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -21,7 +20,7 @@ from trainers.data import Data, DataError, load
 from trainers.loop import Diverged, Evaluation, Interrupted, Parts, Progress, evaluate, fit
 from trainers.options import UserError
 from trainers.report import Smoothed, report_curves, report_layers, report_panes, sample_indices
-from trainers.run import RunDir
+from trainers.run import Pruned, RunDir, RunHooks
 from trainers.schedule import Schedule
 from viz.economy import Budget
 from viz.sink import Sink
@@ -89,12 +88,8 @@ class StopSignals:
         return self.signum is not None
 
 
-class Pruned(Exception):
-    """A sweep's pruner ended the run after an epoch (raised by an ``on_epoch`` hook)."""
-
-
 def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None = None,
-          on_epoch: Callable[[dict], None] | None = None) -> dict:
+          hooks: RunHooks = RunHooks()) -> dict:
     """Run one trainer end to end: data, run folder, training, checkpoints, summary line.
 
     This is every run's one path: ``trainviz TRAINER``, a sweep's trials and the tests.
@@ -104,9 +99,10 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
         config: the run's settings.
         data: the dataset already loaded (a sweep worker loads it once for all its
             trials); None loads ``config.dataset``.
-        labels: more settings for config.json, such as a sweep trial's study and number.
-        on_epoch: called with each epoch's record once it is saved; raising ``Pruned``
-            ends the run with status pruned.
+        labels: more settings for config.json, such as a sweep trial's study and number
+            (``run_name`` names the folder).
+        hooks: told of the run folder once made and of each epoch once saved; raising
+            ``Pruned`` from ``hooks.epoch`` ends the run with status pruned.
 
     Returns:
         The last epoch's record.
@@ -154,6 +150,7 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
             torch.set_rng_state(state["rng"])
         run.truncate_metrics(progress.step)
     run.write_status("running")
+    hooks.started(run)
     schedule = Schedule(config.schedule, config.lr, config.epochs, math.ceil(len(data.train) / config.batch_size))
     shown = "test" if data.test is not None else "val"  # the held-out split the panes show
     sink = make_sink(config, run, resumed=state is not None)
@@ -195,8 +192,7 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
         if sink.active:
             show(record, evaluations)
         tqdm.write(epoch_line(record, config.epochs))
-        if on_epoch is not None:
-            on_epoch(record)
+        hooks.epoch(record)
 
     # The handlers stay installed while a stop is saved, so a second signal still quits at once.
     with StopSignals() as stop:

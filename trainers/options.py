@@ -74,12 +74,12 @@ def server_options(command):
     return command
 
 
-def train_options(config: type[TrainConfig], activation: bool = False):
-    """Click options for every field of ``config``, with the dataclass defaults.
+def train_options(config: type[TrainConfig], activation: bool = False, **defaults):
+    """Click options for every field of ``config``, with the dataclass defaults (or ``defaults``).
 
     An ``MLPConfig`` adds --hidden and --dropout; ``activation`` adds --activation and --negative-slope.
     """
-    d = {f.name: f.default for f in dataclasses.fields(config)}
+    d = {f.name: f.default for f in dataclasses.fields(config)} | defaults
     positive = click.IntRange(min=1)
     options = [
         click.option("--dataset", type=click.Choice(sorted(DATASETS)), default=d["dataset"], show_default=True,

@@ -16,6 +16,23 @@ from viz.paths import atomic_path
 STATUSES = ("running", "finished", "stopped", "diverged", "pruned", "failed")
 
 
+class Pruned(Exception):
+    """A sweep's pruner ended the run after an epoch (raised by ``RunHooks.epoch``)."""
+
+
+class RunHooks:
+    """What a caller of ``trainers.command.train`` hears of its run; these do nothing.
+
+    A sweep's trials subclass it to record the run folder and report each epoch.
+    """
+
+    def started(self, run: RunDir) -> None:
+        """The run folder exists and holds its config (a resumed run: its metrics so far)."""
+
+    def epoch(self, record: dict) -> None:
+        """An epoch's record is saved; raising ``Pruned`` ends the run with status pruned."""
+
+
 class RunDir:
     """``<out>/<trainer>-<YYYYmmdd-HHMMSS>``: config.json, status.json, metrics.jsonl, checkpoint.pt."""
 

@@ -99,6 +99,18 @@ def config_html(settings: dict) -> str:
     return f"<div style='columns:3;column-gap:24px;font-family:monospace;font-size:12px'>{lines}</div>"
 
 
+def send_figure(vis, env: str, win: str, figure: dict) -> None:
+    """Draw a plotly figure (``data`` and ``layout``) as window ``win``, titled and sized as WINDOWS says.
+
+    visdom's ``plotlyplot`` wants the plotly package only to turn a Figure into this
+    dict; the request it sends is this one.
+    """
+    spec = WINDOWS[win]
+    figure["layout"].update(title={"text": spec.title}, width=spec.width, height=spec.height)
+    vis._send({**figure, "win": win, "eid": env,
+               "opts": {"title": spec.title, "width": spec.width, "height": spec.height}})
+
+
 class LostState(ConnectionError):
     """The server no longer holds windows this renderer created: it was restarted."""
 
@@ -227,11 +239,7 @@ class Renderer:
                         env=self.env, opts=opts(event["win"]))
 
     def _confusion(self, event: dict) -> None:
-        figure = confusion_figure(np.array(event["counts"]), event["classes"])
-        spec = WINDOWS[event["win"]]
-        figure["layout"].update(title={"text": spec.title}, width=spec.width, height=spec.height)
-        self.vis._send({**figure, "win": event["win"], "eid": self.env,
-                        "opts": {"title": spec.title, "width": spec.width, "height": spec.height}})
+        send_figure(self.vis, self.env, event["win"], confusion_figure(np.array(event["counts"]), event["classes"]))
 
     def _heatmap(self, event: dict) -> None:
         self.vis.heatmap(X=np.array(event["matrix"], dtype=float), win=event["win"], env=self.env,

@@ -1,0 +1,144 @@
+"""What the run folders under a directory hold, read from their files: ``trainviz runs`` and ``compare``.
+
+Nothing here imports torch: a table of a hundred runs answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from trainers.run import RunDir
+
+# The table's columns: (key, heading). Sorting by an accuracy puts the best first.
+COLUMNS = (("run", "run"), ("trainer", "trainer"), ("status", "status"), ("settings", "settings"),
+           ("epochs", "epochs"), ("val_acc", "best val acc"), ("test_acc", "test acc"), ("seconds", "seconds"))
+DESCENDING = {"val_acc", "test_acc", "epochs", "seconds"}
+
+
+def find_runs(root: Path) -> list[RunDir]:
+    """Every run folder under ``root`` (any depth, sweep trials included), in path order."""
+    return [RunDir(config.parent) for config in sorted(root.rglob("config.json"))]
+
+
+def settings_text(config: dict) -> str:
+    """The settings that tell runs apart, short: ``lr=0.1 bs=160 mom=0.9 cosine 200,200 drop=0.2``."""
+    parts = [f"lr={config.get('lr', 0):g}", f"bs={config.get('batch_size')}"]
+    if config.get("momentum"):
+        parts.append(f"mom={config['momentum']:g}")
+    if config.get("weight_decay"):
+        parts.append(f"wd={config['weight_decay']:g}")
+    if config.get("schedule", "constant") != "constant":
+        parts.append(config["schedule"])
+    if "hidden" in config:
+        parts.append(",".join(map(str, config["hidden"])))
+        if config.get("trainer") == "mlp":
+            parts.append(config.get("activation", "relu"))
+        if config.get("dropout"):
+            parts.append(f"drop={config['dropout']:g}")
+    return " ".join(parts)
+
+
+def status_of(run: RunDir) -> str:
+    """The status the run wrote; a "running" run whose process is gone from this host is "failed"."""
+    status = run.read_status()
+    if status.get("status") == "running" and status.get("host") == socket.gethostname() \
+            and not _alive(status.get("pid", 0)):
+        return "failed"
+    return status.get("status", "-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+def epoch_records(run: RunDir) -> list[dict]:
+    """The run's epoch and test records from metrics.jsonl (step records are skipped unparsed)."""
+    records = []
+    if run.metrics_file.is_file():
+        with open(run.metrics_file) as f:
+            for line in f:
+                if '"kind": "step"' in line or not line.endswith("\n"):
+                    continue  # step records are most of the file; a line being written is not whole yet
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue
+    return records
+
+
+def summary(run: RunDir, root: Path) -> dict:
+    """One row of the table."""
+    try:
+        config = run.read_config()
+    except (OSError, ValueError):
+        config = {}
+    records = epoch_records(run)
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    val = [r["val_acc"] for r in epochs if "val_acc" in r]
+    test = [r["test_acc"] for r in records if "test_acc" in r]
+    return {
+        "run": str(run.path.relative_to(root)) if run.path != root else run.name,
+        "trainer": config.get("trainer", "?"),
+        "status": status_of(run),
+        "settings": settings_text(config),
+        "epochs": len(epochs),
+        "epochs_planned": config.get("epochs"),
+        "val_acc": max(val) if val else None,
+        "test_acc": test[-1] if test else None,
+        "seconds": round(sum(r.get("seconds", 0) for r in epochs), 1),
+        "path": str(run.path),
+    }
+
+
+def sort_rows(rows: list[dict], column: str) -> list[dict]:
+    """Rows sorted by ``column``: accuracies, epochs and time largest first, text A-Z; empty cells last."""
+    present = [r for r in rows if r[column] is not None]
+    missing = [r for r in rows if r[column] is None]
+    return sorted(present, key=lambda r: r[column], reverse=column in DESCENDING) + missing
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows as an aligned text table."""
+    def cell(row: dict, key: str) -> str:
+        value = row[key]
+        if key == "epochs":
+            return f"{value}/{row['epochs_planned'] or '?'}"
+        if key in ("val_acc", "test_acc"):
+            return "-" if value is None else f"{value:.4f}"
+        return str(value)
+
+    table = [[heading for _, heading in COLUMNS]] + [[cell(row, key) for key, _ in COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in table)
+
+
+def comparison_events(runs: list[RunDir], env: str) -> list[dict]:
+    """Scalar events drawing the runs' epoch curves into the compare windows of ``env``.
+
+    One trace per run and held-out split in the accuracy and loss windows (named
+    ``<run> val`` and ``<run> test``), one per run in the training-loss window.
+    """
+    events = []
+    for run in runs:
+        config = run.read_config()
+        label = f"{run.name} ({settings_text(config)})"
+        for record in epoch_records(run):
+            if record.get("kind") != "epoch":
+                continue
+            x = record["epoch"]
+            for metric, win in (("acc", "compare_acc"), ("loss", "compare_loss")):
+                values = {f"{label} {split}": record[f"{split}_{metric}"] for split in ("val", "test")
+                          if f"{split}_{metric}" in record}
+                events.append({"kind": "scalars", "win": win, "env": env, "x": x, "values": values})
+            events.append({"kind": "scalars", "win": "compare_train", "env": env, "x": x,
+                           "values": {label: record["train_loss"]}})
+    return events

@@ -1,0 +1,650 @@
+"""Hyper-parameter sweeps on Optuna: one study, long-lived workers running its trials, one dashboard.
+
+The study holds every trial to run, queued when it is created (``enqueue_trial``): the
+grid's points, or ``--trials`` open slots that the sampler fills. A worker takes the next
+queued trial and runs it through ``trainers.command.train``, the code path of
+``trainviz TRAINER``, so a trial is an ordinary run folder. Workers stop when nothing is
+queued and nothing runs anywhere, so every point runs exactly once however many workers
+and machines share the study.
+
+A trial that cannot finish goes back into the queue with the same settings:
+- stopped by Ctrl-C: it is continued from its checkpoint when the sweep runs again;
+- its worker died (SIGKILL, a machine gone): a worker on the same host sees the process
+  is gone; with a database storage, the trial's heartbeat goes stale. It runs again from
+  the start, and its folder says failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import shlex
+import signal
+import socket
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
+
+from trainers.catalog import TRAINERS
+from trainers.options import UserError
+from trainers.run import Pruned, RunDir, RunHooks
+from trainers.runs import epoch_records
+from trainers.search import PLUMBING, Param, convert, differences, grid_points
+
+POLL = 1.0  # seconds between a waiting worker's (and the progress bar's) looks at the study
+HEARTBEAT = 10  # default seconds between a running trial's heartbeats (database storages)
+GRACE_BEATS = 3  # a trial whose heartbeat is this many intervals old is failed and run again
+WARMUP_EPOCHS = 1  # the median pruner judges a trial from its second epoch on ...
+STARTUP_TRIALS = 3  # ... once this many trials have reported that epoch
+HOST = socket.gethostname()
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Everything a sweep's processes need to know; plain data, so it travels to the workers."""
+
+    trainer: str
+    config: dict  # the fixed settings, as TrainConfig.to_dict gives them; out is the study's folder
+    params: tuple[Param, ...]
+    study: str
+    storage: str  # a database URL, or the path of a journal file
+    sampler: str  # grid, random or tpe
+    trials: int  # the study's total number of trials, over all workers and machines
+    prune: bool
+    jobs: int
+    seed: int
+    heartbeat: int
+    space: dict  # what makes a study this one (trainers.search.space)
+
+    @property
+    def folder(self) -> Path:
+        """Where this machine's trial folders go: ``<out>/<study>``."""
+        return Path(self.config["out"])
+
+
+# ---------------------------------------------------------------- storage and study
+
+
+def masked(url: str) -> str:
+    """The storage URL with its password replaced by ***, for anything printed or saved."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def open_storage(sweep: Sweep):
+    """The Optuna storage named by ``sweep.storage``.
+
+    A path is a journal file, safe for several processes on one machine; a URL is a
+    database (``postgresql://`` uses psycopg), whose trials send heartbeats so that a
+    dead worker's trial is failed and run again.
+
+    Raises:
+        UserError: the storage cannot be opened; the message never shows a password.
+    """
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        if "://" not in sweep.storage:
+            Path(sweep.storage).parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(sweep.storage))
+        url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", sweep.storage)
+        return RDBStorage(url, heartbeat_interval=sweep.heartbeat, grace_period=GRACE_BEATS * sweep.heartbeat,
+                          heartbeat_stale_trial_callback=_rerun_stale, engine_kwargs=_engine_options(url))
+    except ModuleNotFoundError as err:
+        raise UserError(f"--storage {masked(sweep.storage)} needs the {err.name} package: "
+                        "pip install 'trainviz[postgres]'") from None
+    except Exception as err:  # SQLAlchemy and the drivers raise many kinds; say the first line of why
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise UserError(f"cannot open --storage {masked(sweep.storage)}: {masked(reason)}") from None
+
+
+def _engine_options(url: str) -> dict:
+    """Fail fast when a database does not answer, instead of waiting minutes."""
+    return {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else {}
+
+
+def open_study(sweep: Sweep, storage) -> optuna.Study:
+    """Create the study and queue its trials, or join it if it exists with the same space.
+
+    Raises:
+        UserError: a study of this name exists with another search space.
+    """
+    try:
+        study = optuna.create_study(study_name=sweep.study, storage=storage, direction="maximize")
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=sweep.study, storage=storage)
+        stored = _wait_for_space(study)
+        if stored != sweep.space:
+            raise UserError(f"study {sweep.study} exists with a different search space "
+                            f"({', '.join(differences(stored, sweep.space)) or 'settings'} differ); "
+                            "pick another --study") from None
+        return study
+    # Queue every trial before the space is recorded: a worker that sees the space sees them all.
+    points = grid_points(list(sweep.params)) if sweep.sampler == "grid" else [{}] * sweep.trials
+    for point in points:
+        study.enqueue_trial(point)
+    study.set_user_attr("trainviz", sweep.space)
+    study.set_user_attr("storage", masked(sweep.storage))
+    return study
+
+
+def _wait_for_space(study: optuna.Study, timeout: float = 30) -> dict:
+    """The space recorded by the study's creator, which may be queueing its trials right now."""
+    deadline = time.monotonic() + timeout
+    while "trainviz" not in study.user_attrs:
+        if time.monotonic() > deadline:
+            raise UserError(f"study {study.study_name} was not made by trainviz sweep; pick another --study")
+        time.sleep(0.2)
+    return study.user_attrs["trainviz"]
+
+
+def _trial_id(study: optuna.Study, number: int) -> int:
+    storage = study._storage
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
+def take(study: optuna.Study) -> optuna.Trial | None:
+    """The next queued trial, now this process's to run; None when the queue is empty.
+
+    Never creates a trial: a study's trials are exactly the ones queued for it.
+    """
+    storage = study._storage
+    for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        trial_id = _trial_id(study, waiting.number)
+        try:
+            if not storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                continue  # another worker took it first
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        trial = optuna.Trial(study, trial_id)
+        for key, value in {"host": HOST, "pid": os.getpid()}.items():
+            trial.set_user_attr(key, value)
+        return trial
+    return None
+
+
+def settings_of(trial: FrozenTrial) -> dict:
+    """The searched settings of a trial, including those it was queued with but never reached."""
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+
+
+def rerun(study: optuna.Study, trial: FrozenTrial, why: str, resume: str | None = None) -> None:
+    """Queue ``trial``'s settings again, after it failed for ``why``; its local folder says so."""
+    study.enqueue_trial(settings_of(trial), user_attrs={"rerun_of": trial.number, **({"resume": resume} if resume else {})})
+    run_dir = trial.user_attrs.get("run_dir")
+    if not resume and run_dir and trial.user_attrs.get("host") == HOST and Path(run_dir).is_dir():
+        run = RunDir(Path(run_dir))
+        if run.read_status().get("status") == "running":
+            run.write_status("failed", error=why)
+
+
+def _rerun_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna's callback for a trial whose heartbeat went stale."""
+    rerun(study, trial, "its worker stopped sending heartbeats")
+
+
+def reap(study: optuna.Study) -> None:
+    """Fail and queue again the running trials whose workers are gone.
+
+    With a database storage, Optuna fails the trials whose heartbeat is stale (and calls
+    ``_rerun_stale``); on any storage, a trial whose worker ran on this host and whose
+    process no longer exists is failed here.
+    """
+    if heartbeats(study._storage):
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.9, and what optimize() calls
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get("host") != HOST or _alive(trial.user_attrs.get("pid", 0)):
+            continue
+        try:
+            if not study._storage.set_trial_state_values(_trial_id(study, trial.number), state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker reaped it first
+        rerun(study, trial, f"its worker (pid {trial.user_attrs.get('pid')}) is gone")
+
+
+def heartbeats(storage) -> bool:
+    """Whether the storage keeps heartbeats (a database storage does; a journal file does not)."""
+    return bool(getattr(storage, "get_heartbeat_interval", lambda: None)())
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def outstanding(trials: list[FrozenTrial]) -> int:
+    """Trials queued or running: the study is done when there are none."""
+    return sum(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials)
+
+
+# ---------------------------------------------------------------- a worker
+
+
+@contextlib.contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial, interval: int):
+    """Send the trial's heartbeat every ``interval`` seconds while it runs (database storages only)."""
+    storage = study._storage
+    if not heartbeats(storage):
+        yield
+        return
+    storage.record_heartbeat(trial._trial_id)
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(interval):
+            try:
+                storage.record_heartbeat(trial._trial_id)
+            except Exception:  # storage lost: the trial will be failed stale, and rerun
+                return
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+class TrialHooks(RunHooks):
+    """What a trial hears from its run: the folder once made, each epoch's validation accuracy."""
+
+    def __init__(self, trial: optuna.Trial, prune: bool, epochs: int):
+        self.trial, self.prune, self.epochs = trial, prune, epochs
+
+    def started(self, run: RunDir) -> None:
+        self.trial.set_user_attr("run_dir", str(run.path.resolve()))
+        self.trial.set_user_attr("env", run.read_config()["env"])
+        for record in epoch_records(run):  # a continued trial's earlier epochs
+            if record.get("kind") == "epoch":
+                self.trial.report(record["val_acc"], record["epoch"])
+
+    def epoch(self, record: dict) -> None:
+        self.trial.report(record["val_acc"], record["epoch"])
+        if self.prune and record["epoch"] < self.epochs and self.trial.should_prune():
+            raise Pruned(f"pruned after epoch {record['epoch']}")
+
+
+def sampler_seed(seed: int) -> int:
+    """A seed of this worker's own, different on every worker and machine, derived from ``seed``."""
+    return int.from_bytes(hashlib.sha1(f"{seed}/{HOST}/{os.getpid()}".encode()).digest()[:4], "big")
+
+
+def make_sampler(sweep: Sweep, seed: int) -> optuna.samplers.BaseSampler:
+    """Random for grids (whose trials come queued with every value) and random searches; TPE for tpe."""
+    if sweep.sampler == "tpe":
+        # constant_liar: trials still running count as bad, so parallel workers spread out.
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
+    if not sweep.prune:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_EPOCHS + 1)
+
+
+def suggest(trial: optuna.Trial, param: Param):
+    """The trial's value of ``param``: queued with the trial, or drawn by the sampler now."""
+    if param.choices:
+        return trial.suggest_categorical(param.field, list(param.choices))
+    if param.integer:
+        return trial.suggest_int(param.field, int(param.low), int(param.high), log=param.log)
+    return trial.suggest_float(param.field, float(param.low), float(param.high), log=param.log)
+
+
+def work(sweep: Sweep, index: int, log_file: Path) -> None:
+    """A worker process: load the data once, then run queued trials until the study is done.
+
+    Ctrl-C is left to the sweep, which passes it on as SIGTERM: the running trial saves
+    its checkpoint and goes back into the queue, and the worker ends.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    with open(log_file, "a", buffering=1) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            _work(sweep, index, stopping)
+        except UserError as err:
+            print(f"Error: {err.format_message()}", file=sys.stderr)
+            sys.exit(err.exit_code)
+
+
+def _work(sweep: Sweep, index: int, stopping: threading.Event) -> None:
+    import torch
+
+    from trainers.command import resolve_device
+    from trainers.data import DataError, load
+
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // sweep.jobs))
+    trainer = TRAINERS[sweep.trainer]
+    command = click.Command(trainer.name, params=_options(trainer))
+    ctx = click.Context(command)
+    try:
+        data = load(sweep.config["dataset"], sweep.config["data_dir"] and Path(sweep.config["data_dir"]),
+                    resolve_device(sweep.config["device"]))
+    except DataError as err:
+        raise UserError(str(err)) from None
+    seed = sampler_seed(sweep.seed + index)
+    study = optuna.load_study(study_name=sweep.study, storage=open_storage(sweep),
+                              sampler=make_sampler(sweep, seed), pruner=make_pruner(sweep))
+    print(f"worker {index} on {HOST}, pid {os.getpid()}, sampler seed {seed}, "
+          f"{torch.get_num_threads()} torch threads", flush=True)
+    while not stopping.is_set():
+        reap(study)
+        trial = take(study)
+        if trial is None:
+            if not outstanding(study.get_trials(deepcopy=False)):
+                return  # nothing queued, nothing running anywhere: the study is done
+            time.sleep(POLL)  # a trial running elsewhere may yet fail and come back
+            continue
+        trial.set_user_attr("sampler_seed", seed)
+        if run_trial(sweep, study, trial, data, command, ctx) == "stopped":
+            return
+
+
+def _options(trainer) -> list[click.Parameter]:
+    """The trainer command's options, to check and convert sampled values exactly as the CLI does."""
+    from trainers.options import train_options
+
+    return train_options(trainer.config, activation=trainer.activation)(click.Command(trainer.name)).params
+
+
+def run_trial(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, data, command: click.Command,
+              ctx: click.Context) -> str:
+    """Run one trial as a run folder and tell the study how it ended: its state's name."""
+    from trainers.command import DivergedError, Stopped, train
+
+    raw = {p.field: suggest(trial, p) for p in sweep.params}
+    values = {p.field: convert(p, raw[p.field], command, ctx) for p in sweep.params}
+    trainer = TRAINERS[sweep.trainer]
+    name = f"trial-{trial.number:03d}"
+    resume = trial.user_attrs.get("resume")
+    if resume and not (RunDir(Path(resume)).checkpoint_file.is_file() and trial.user_attrs.get("host") == HOST):
+        resume = None
+    config = trainer.config.from_dict({**sweep.config, **values, "trainer": sweep.trainer,
+                                       "env": f"{sweep.study}_{name}", "resume": resume})
+    labels = {"study": sweep.study, "trial": trial.number, "params": raw, "run_name": name}
+    hooks = TrialHooks(trial, sweep.prune, config.epochs)
+    started = time.monotonic()
+    with heartbeat(study, trial, sweep.heartbeat):
+        try:
+            record = train(config, data, labels=labels, hooks=hooks)
+        except Pruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            return "pruned"
+        except Stopped as err:
+            trial.set_user_attr("ended", "stopped")
+            study.tell(trial, state=TrialState.FAIL)
+            rerun(study, study._storage.get_trial(trial._trial_id), "stopped", resume=trial.user_attrs.get("run_dir"))
+            print(err.format_message(), flush=True)
+            return "stopped"
+        except (DivergedError, UserError) as err:
+            trial.set_user_attr("ended", "diverged" if isinstance(err, DivergedError) else "failed")
+            trial.set_user_attr("error", err.format_message())
+            study.tell(trial, state=TrialState.FAIL)
+            print(f"trial {trial.number}: {err.format_message()}", flush=True)
+            return "failed"
+        except Exception as err:
+            trial.set_user_attr("ended", "failed")
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+    trial.set_user_attr("seconds", round(time.monotonic() - started, 1))
+    study.tell(trial, record["val_acc"])
+    return "complete"
+
+
+# ---------------------------------------------------------------- the sweep command
+
+
+def run(sweep: Sweep) -> None:
+    """Run the sweep on this machine: ``sweep.jobs`` workers, a progress bar, the study's dashboard, a summary.
+
+    Raises:
+        UserError: the storage or the study cannot be used.
+        click.exceptions.Exit: stopped by Ctrl-C (status 130) or SIGTERM (143).
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if sweep.storage.startswith("sqlite") and sweep.jobs > 1:
+        raise UserError("sqlite cannot take several workers writing at once (Optuna advises against it); "
+                        "use --jobs 1, the default journal file, or a PostgreSQL --storage")
+    storage = open_storage(sweep)
+    study = open_study(sweep, storage)
+    sweep.folder.mkdir(parents=True, exist_ok=True)
+    reap(study)
+    trials = study.get_trials(deepcopy=False)
+    click.echo(f"study {sweep.study}: {sweep.trials} trials ({sweep.sampler}{', pruned' if sweep.prune else ''}), "
+               f"{sweep.jobs} worker{'s' * (sweep.jobs > 1)} here; trials in {sweep.folder}; "
+               f"storage {masked(sweep.storage)}")
+    board = make_board(sweep)
+    signum = None
+    if outstanding(trials):
+        signum = _run_workers(sweep, study, board)
+    trials = study.get_trials(deepcopy=False)
+    if board is not None:
+        board.draw(trial_rows(trials))
+    click.echo(summary_table(sweep, trials))
+    if signum is not None:
+        done = sweep.trials - outstanding(trials)
+        click.echo(f"{signal.Signals(signum).name}: stopped with {done} of {sweep.trials} trials done; "
+                   "run the same command to continue the study", err=True)
+        raise click.exceptions.Exit(128 + signum)
+    report_choice(sweep, study, trials)
+
+
+def _run_workers(sweep: Sweep, study: optuna.Study, board) -> int | None:
+    """Start the workers, follow the study until they end; the signal that stopped them, if any."""
+    context = multiprocessing.get_context("spawn")
+    workers = []
+    for index in range(sweep.jobs):
+        log_file = sweep.folder / f"worker-{HOST}-{os.getpid()}-{index}.log"
+        workers.append(context.Process(target=work, args=(sweep, index, log_file), name=f"worker-{index}"))
+    stopped: list[int] = []
+
+    def stop(signum, frame) -> None:
+        if not stopped:
+            tqdm.write(f"{signal.Signals(signum).name}: the running trials save a checkpoint and stop "
+                       "(again to quit at once)")
+        stopped.append(signum)
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for worker in workers:
+            worker.start()
+        trials = study.get_trials(deepcopy=False)
+        with tqdm(total=sweep.trials, initial=sweep.trials - outstanding(trials), unit="trial",
+                  desc=sweep.study, dynamic_ncols=True) as bar:
+            shown = None
+            while any(worker.is_alive() for worker in workers):
+                time.sleep(POLL)
+                trials = study.get_trials(deepcopy=False)
+                bar.update(sweep.trials - outstanding(trials) - bar.n)
+                best = best_trial(trials)
+                if best is not None:
+                    bar.set_postfix(best=f"{best.value:.4f}", refresh=False)
+                state = [(t.number, t.state, len(t.intermediate_values)) for t in trials]
+                if board is not None and state != shown:
+                    board.draw(trial_rows(trials))
+                    shown = state
+    finally:
+        for worker in workers:
+            worker.join()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    for index, worker in enumerate(workers):
+        if worker.exitcode not in (0, -signal.SIGTERM) and not stopped:
+            click.echo(f"worker {index} ended with status {worker.exitcode}; its log: "
+                       f"{sweep.folder / f'worker-{HOST}-{os.getpid()}-{index}.log'}", err=True)
+    return stopped[0] if stopped else None
+
+
+def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """The finished trial with the highest validation accuracy (the earliest of equals)."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+
+
+def state_name(trial: FrozenTrial) -> str:
+    """complete, pruned, running, waiting, or why it failed (stopped, diverged, failed)."""
+    if trial.state == TrialState.FAIL:
+        return trial.user_attrs.get("ended", "failed")
+    return trial.state.name.lower()
+
+
+def describe(values: dict) -> str:
+    """Settings as ``lr=0.1 hidden=200,200``, numbers short."""
+    return " ".join(f"{k.replace('_', '-')}={v:.3g}" if isinstance(v, float) else f"{k.replace('_', '-')}={v}"
+                    for k, v in values.items())
+
+
+def trial_rows(trials: list[FrozenTrial]) -> list[dict]:
+    """The study's trials as plain rows, best first: what the table and the dashboard show."""
+    rows = []
+    for t in trials:
+        if t.state == TrialState.WAITING:
+            continue
+        curve = sorted(t.intermediate_values.items())
+        rows.append({"number": t.number, "params": settings_of(t), "state": state_name(t),
+                     "value": t.value if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
+                     "epochs": len(curve), "curve": curve, "seconds": t.user_attrs.get("seconds"),
+                     "env": t.user_attrs.get("env"), "run_dir": t.user_attrs.get("run_dir")})
+    rank = {"complete": 0, "pruned": 1, "running": 2}
+    return sorted(rows, key=lambda r: (rank.get(r["state"], 3), -(r["value"] or 0), r["number"]))
+
+
+def summary_table(sweep: Sweep, trials: list[FrozenTrial]) -> str:
+    """The trials as an aligned text table, best first."""
+    rows = trial_rows(trials)
+    if not rows:
+        return "no trials have run yet"
+    names = [p.field for p in sweep.params]
+    head = ["#", *[n.replace("_", "-") for n in names], "val acc", "epochs", "state", "seconds"]
+    body = [[str(r["number"]), *[_short(r["params"].get(n)) for n in names],
+             "-" if r["value"] is None else f"{r['value']:.4f}", str(r["epochs"]), r["state"],
+             "-" if r["seconds"] is None else f"{r['seconds']:.0f}"] for r in rows]
+    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [head, *body])
+
+
+def _short(value) -> str:
+    return "-" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def report_choice(sweep: Sweep, study: optuna.Study, trials: list[FrozenTrial]) -> None:
+    """The chosen trial (best validation accuracy): its folder, its test accuracy, the command that reproduces it."""
+    best = best_trial(trials)
+    if best is None:
+        click.echo("no trial finished, so none is chosen")
+        return
+    run_dir = best.user_attrs.get("run_dir")
+    click.echo(f"chosen: trial {best.number} ({describe(settings_of(best))}), validation accuracy {best.value:.4f}, "
+               f"folder {run_dir} on {best.user_attrs.get('host')}")
+    if best.user_attrs.get("host") == HOST and run_dir and Path(run_dir).is_dir():
+        accuracy = test_accuracy(RunDir(Path(run_dir)), sweep.config["device"])
+        study.set_user_attr("test", {"trial": best.number, "test_acc": accuracy})
+        click.echo(f"test accuracy of trial {best.number}: {accuracy:.4f} (the test set was used for this trial only)")
+    click.echo(f"reproduce: {reproduce_command(sweep, settings_of(best))}")
+
+
+def test_accuracy(run: RunDir, device: str) -> float:
+    """The run's test accuracy, evaluated once and then kept in its metrics.jsonl as a "test" record."""
+    for record in epoch_records(run):
+        if record.get("kind") == "test":
+            return record["test_acc"]
+    from trainers.command import evaluate_run
+
+    result = evaluate_run(run, None, device)
+    last = [r for r in epoch_records(run) if r.get("kind") == "epoch"][-1]
+    run.append_metrics([{"kind": "test", "epoch": last["epoch"], "step": last["step"],
+                         "test_loss": result.loss, "test_acc": result.accuracy}])
+    return result.accuracy
+
+
+def reproduce_command(sweep: Sweep, values: dict) -> str:
+    """``trainviz TRAINER ...``: the settings that differ from the defaults, the searched ones included.
+
+    It keeps --val-size, so it trains on the same images as the trial; it evaluates the
+    test set every epoch, so it prints the test accuracy reported above.
+    """
+    trainer = TRAINERS[sweep.trainer]
+    defaults = trainer.config().to_dict()
+    settings = {**sweep.config, **values}
+    words = ["trainviz", sweep.trainer]
+    for field, value in settings.items():
+        if field in PLUMBING or field in ("test",) or field not in defaults:
+            continue
+        value = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        if str(value) != str(",".join(map(str, defaults[field])) if isinstance(defaults[field], tuple)
+                              else defaults[field]):
+            words += [f"--{field.replace('_', '-')}", str(value)]
+    return shlex.join(words)
+
+
+def make_board(sweep: Sweep):
+    """The study's own dashboard environment, or None with --no-viz or no server."""
+    if not sweep.config["viz"]:
+        return None
+    from viz.sweep_board import SweepBoard
+    from viz.visdom_sink import connect
+
+    vis = connect(sweep.config["server"], sweep.config["port"], sweep.study)
+    return None if vis is None else SweepBoard(vis, sweep.study, [p.field for p in sweep.params])
+
+
+def plan(trainer: str, config: dict, params: list[Param], *, study: str | None, storage: str | None,
+         sampler: str | None, trials: int | None, prune: bool | None, jobs: int, heartbeat: int) -> Sweep:
+    """The sweep a command line asks for, with every default filled in and every rule checked.
+
+    Raises:
+        UserError: the options do not make a sweep.
+    """
+    from trainers.search import default_study_name, is_grid, space
+
+    sampler = sampler or ("grid" if is_grid(params) else "tpe")
+    if sampler == "grid":
+        if not is_grid(params):
+            raise UserError("--sampler grid needs every --param to be a list of choices (a|b|c)")
+        total = len(grid_points(params))
+        if trials is not None and trials != total:
+            raise UserError(f"the grid has {total} points; leave out --trials (or give --trials {total})")
+    elif trials is None:
+        raise UserError(f"--sampler {sampler} needs --trials N: the number of trials over all workers")
+    else:
+        total = trials
+    prune = sampler != "grid" if prune is None else prune
+    the_space = {**space(trainer, params, config, total), "sampler": sampler, "prune": prune}
+    study = study or default_study_name(the_space)
+    out = Path(config["out"]) / study
+    return Sweep(trainer=trainer, config={**config, "out": str(out)}, params=tuple(params), study=study,
+                 storage=storage or str(out / "journal.log"), sampler=sampler, trials=total,
+                 prune=prune, jobs=jobs, seed=config["seed"],
+                 heartbeat=heartbeat, space=the_space)

@@ -1,0 +1,107 @@
+"""A sweep's own environment: every trial's validation curve, settings -> accuracy, and the trials table.
+
+It draws rows made by ``trainers.sweep.trial_rows`` (plain dicts: number, params, state,
+value, epochs, curve, seconds, env), so it knows nothing of Optuna.
+"""
+
+from __future__ import annotations
+
+import html
+
+from viz.render import send_figure
+from viz.windows import WINDOWS, opts
+
+COLORSCALE = "Viridis"
+
+
+def label(params: dict) -> str:
+    """A trial's settings as a trace name: ``lr=0.1 hidden=200,200``."""
+    return " ".join(f"{k.replace('_', '-')}={_short(v)}" for k, v in params.items())
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def curves_figure(rows: list[dict]) -> dict:
+    """One validation-accuracy line per trial that reported an epoch, the best one thick."""
+    best = next((r["number"] for r in rows if r["state"] == "complete"), None)
+    data = [{"type": "scatter", "mode": "lines+markers", "name": f"#{r['number']} {label(r['params'])}",
+             "x": [epoch for epoch, _ in r["curve"]], "y": [value for _, value in r["curve"]],
+             "line": {"width": 4 if r["number"] == best else 1.5, "dash": "dot" if r["state"] == "pruned" else "solid"},
+             "marker": {"size": 5}}
+            for r in sorted(rows, key=lambda r: r["number"]) if r["curve"]]
+    spec = WINDOWS["sweep_val_acc"]
+    return {"data": data, "layout": {"xaxis": {"title": {"text": spec.xlabel}, "dtick": 1},
+                                     "yaxis": {"title": {"text": spec.ylabel}}, "showlegend": True,
+                                     "margin": {"l": 60, "r": 20, "t": 40, "b": 40}}}
+
+
+def parcoords_figure(rows: list[dict], fields: list[str]) -> dict:
+    """A parallel-coordinates plot: one axis per searched setting, the last one validation accuracy.
+
+    Numbers get a numeric axis; choices that are not numbers get one tick per choice.
+    Lines are coloured by accuracy, so the settings of good trials stand out.
+    """
+    scored = [r for r in rows if r["value"] is not None and all(f in r["params"] for f in fields)]
+    dimensions = []
+    for field in fields:
+        values = [r["params"][field] for r in scored]
+        numbers = [_number(v) for v in values]
+        if all(n is not None for n in numbers):
+            dimensions.append({"label": field.replace("_", "-"), "values": numbers})
+        else:
+            ticks = sorted({str(v) for v in values})
+            dimensions.append({"label": field.replace("_", "-"), "values": [ticks.index(str(v)) for v in values],
+                               "tickvals": list(range(len(ticks))), "ticktext": ticks})
+    accuracy = [r["value"] for r in scored]
+    dimensions.append({"label": "val acc", "values": accuracy})
+    trace = {"type": "parcoords", "dimensions": dimensions,
+             "line": {"color": accuracy, "colorscale": COLORSCALE, "showscale": True}}
+    return {"data": [trace], "layout": {"margin": {"l": 70, "r": 70, "t": 70, "b": 30}}}
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def trials_html(rows: list[dict], fields: list[str]) -> str:
+    """The trials as an HTML table, best first, the best marked, each linked to its own environment."""
+    best = next((r["number"] for r in rows if r["state"] == "complete"), None)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in
+                   ["#", *[f.replace("_", "-") for f in fields], "val acc", "epochs", "state", "seconds", "dashboard"])
+    body = []
+    for r in rows:
+        style = "background:#fff3c4;font-weight:bold" if r["number"] == best else ""
+        cells = [("&#9733; " if r["number"] == best else "") + str(r["number"]),
+                 *[html.escape(_short(r["params"].get(f, "-"))) for f in fields],
+                 "-" if r["value"] is None else f"{r['value']:.4f}", str(r["epochs"]), html.escape(r["state"]),
+                 "-" if r["seconds"] is None else f"{r['seconds']:.0f}",
+                 f"<a href='env/{html.escape(r['env'])}' target='_blank'>{html.escape(r['env'])}</a>"
+                 if r["env"] else "-"]
+        body.append(f"<tr style='{style}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return ("<div style='font-family:sans-serif;font-size:12px'>"
+            "<table style='border-collapse:collapse;width:100%' border=1 cellpadding=3>"
+            f"<tr>{head}</tr>{''.join(body)}</table></div>")
+
+
+class SweepBoard:
+    """Draws a study's environment, replacing each window whole: any worker or machine may redraw it."""
+
+    def __init__(self, vis, env: str, fields: list[str]):
+        self.vis, self.env, self.fields = vis, env, fields
+
+    def draw(self, rows: list[dict]) -> None:
+        """Show ``rows`` (best first); a failed request is left for the next draw to repair."""
+        try:
+            send_figure(self.vis, self.env, "sweep_val_acc", curves_figure(rows))
+            send_figure(self.vis, self.env, "sweep_parcoords", parcoords_figure(rows, self.fields))
+            self.vis.text(trials_html(rows, self.fields), win="sweep_trials", env=self.env, opts=opts("sweep_trials"))
+            self.vis.save([self.env])
+        except OSError:
+            pass
