@@ -113,7 +113,8 @@ print("HEAVY", [name for name in ("torch", "torchvision") if name in sys.modules
 @pytest.mark.parametrize("args", [
     ["--help"], ["--version"], ["mlp", "--help"], ["mlp", "--lr", "abc"], ["mlp", "--env", "../../tmp/x"],
     ["nn-softmax", "--server", "ftp://x"], ["server", "status", "--port", "1"], ["replay", "nowhere"],
-    ["evaluate", "nowhere"],
+    ["evaluate", "nowhere"], ["runs", "."], ["compare", "nowhere"], ["sweep", "mlp", "--param", "lr=0|1"],
+    ["sweep", "mlp", "--param", "lr=0.01..0.1"],
 ], ids=" ".join)
 def test_commands_that_do_not_train_never_import_torch(args, tmp_path):
     import subprocess

@@ -43,8 +43,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 HOST = "http://127.0.0.1"
 # The learning-rate pane appears only when the rate changes; every run here keeps it constant.
-RUN_WINDOWS = {key for key in WINDOWS if not key.startswith("compare_") and key != "lr"}
+RUN_WINDOWS = {key for key in WINDOWS if not key.startswith(("compare_", "sweep_"))}
 COMPARE_WINDOWS = {key for key in WINDOWS if key.startswith("compare_")}
+SWEEP_WINDOWS = {key for key in WINDOWS if key.startswith("sweep_")}
 CLASSES = DATASETS["fashion-mnist"].classes
 LINE_WINDOWS = ("train_loss", "loss", "accuracy")
 NOISY_LABELS = 0.1  # share of test labels changed, so the model always makes some mistakes
@@ -266,6 +267,10 @@ def test_browser_shows_every_window(visdom_port, browser, tmp_path):
     assert by_key["class_acc"]["bars"] == len(CLASSES)
     assert "trainer" in by_key["config"]["text"]
 
+    assert by_key["lr"]["lines"] == 1
+
+    result = CliRunner().invoke(cli, ["compare", str(run), "--port", str(visdom_port), "--server", HOST])
+    assert result.exit_code == 0, result.output
     windows = open_env(page, visdom_port, COMPARE_ENV, len(COMPARE_WINDOWS), ARTIFACTS / "compare.png")
     assert sorted(windows) == sorted(WINDOWS[key].title for key in COMPARE_WINDOWS)
     for title, window in windows.items():
@@ -318,10 +323,10 @@ def assert_complete(port: int, run: Path) -> None:
             assert trace_x(windows[key], name) == epochs, f"{key}/{name}"
 
 
-def assert_compare_curve(port: int, run: Path) -> None:
+def assert_compare_curve(port: int, run: Path, env: str = COMPARE_ENV) -> None:
     """The compare environment holds one curve of the run with one point per epoch."""
     _, _, epochs = recorded(run)
-    compare = window_data(port, COMPARE_ENV)
+    compare = window_data(port, env)
     assert sorted(compare) == sorted(COMPARE_WINDOWS)
     for key, window in compare.items():
         names = [trace["name"] for trace in window["content"]["data"] if trace["name"].startswith(run.name)]
@@ -346,16 +351,15 @@ def wait_for(proc: subprocess.Popen, done, what: str, timeout: float = 30) -> No
     pytest.fail(f"no {what} after {timeout} s")
 
 
-def wait_for_compare(port: int, run: Path, timeout: float = 15) -> None:
-    """Return once the server shows the run's curve in the compare environment."""
+def wait_for_first_epoch(port: int, run: Path, timeout: float = 15) -> None:
+    """Return once the server shows the run's first epoch on its accuracy curve."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        windows = window_data(port, COMPARE_ENV) if server.probe(port) == "visdom" else {}
-        if any(trace.get("name", "").startswith(run.name)
-               for window in windows.values() for trace in window["content"]["data"]):
+        windows = window_data(port, run.name) if server.probe(port) == "visdom" else {}
+        if "accuracy" in windows:
             return
         time.sleep(0.1)
-    pytest.fail(f"the first epoch of {run.name} did not reach the compare environment in {timeout} s")
+    pytest.fail(f"the first epoch of {run.name} did not reach the dashboard in {timeout} s")
 
 
 @dataclass
@@ -385,7 +389,7 @@ def killed_run(tmp_path_factory):
         wait_for(proc, lambda: out.is_dir() and any(out.iterdir()), "a run folder")
         run = only_run(out)
         wait_for(proc, lambda: count_lines(run / "metrics.jsonl", '"kind": "epoch"') >= 1, "the first epoch")
-        wait_for_compare(running.port, run)
+        wait_for_first_epoch(running.port, run)
 
         # Once the first epoch is on the dashboard the server goes away while training goes on.
         running.stop()
@@ -416,7 +420,6 @@ def test_server_killed_mid_run_then_complete(killed_run):
     assert sum("error" in line.lower() for line in killed_run.stderr.splitlines()) < 5, killed_run.stderr
     assert "did not receive all of this run" not in killed_run.stderr, killed_run.stderr
     assert_complete(killed_run.port, killed_run.run)
-    assert_compare_curve(killed_run.port, killed_run.run)
 
 
 def test_replay_rebuilds_the_run_and_skips_damaged_lines(killed_run, tmp_path):
@@ -429,7 +432,6 @@ def test_replay_rebuilds_the_run_and_skips_damaged_lines(killed_run, tmp_path):
         assert result.exit_code == 0, result.output
         assert "damaged" not in result.output, result.output
         assert_complete(replay_server.port, run)
-        assert_compare_curve(replay_server.port, run)
 
         # ...and from a damaged copy it skips the bad lines and replaces that environment cleanly.
         damaged = tmp_path / "damaged" / run.name
@@ -441,7 +443,6 @@ def test_replay_rebuilds_the_run_and_skips_damaged_lines(killed_run, tmp_path):
         assert result.exit_code == 0, result.output
         assert "skipped 2 damaged lines" in result.output, result.output
         assert_complete(replay_server.port, damaged)
-        assert_compare_curve(replay_server.port, damaged)
     finally:
         replay_server.stop()
 
@@ -474,4 +475,12 @@ def test_four_trainers_at_once_keep_their_own_windows(visdom_port, tmp_path):
         assert_complete(visdom_port, run)
         config = window_data(visdom_port, run.name)["config"]["content"]
         assert run.name in config and all(other.name not in config for other in runs if other != run)
-        assert_compare_curve(visdom_port, run)
+
+    # compare draws exactly the runs it is given, into the environment it is told
+    result = CliRunner().invoke(cli, ["compare", *map(str, runs[:3]), "--env", "picked", "--port", str(visdom_port),
+                                      "--server", HOST])
+    assert result.exit_code == 0, result.output
+    for run in runs[:3]:
+        assert_compare_curve(visdom_port, run, env="picked")
+    assert not any(trace["name"].startswith(runs[3].name)
+                   for window in window_data(visdom_port, "picked").values() for trace in window["content"]["data"])

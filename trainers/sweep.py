@@ -87,7 +87,7 @@ def open_storage(sweep: Sweep):
     """The Optuna storage named by ``sweep.storage``.
 
     A path is a journal file, safe for several processes on one machine; a URL is a
-    database (``postgresql://`` uses psycopg), whose trials send heartbeats so that a
+    database (``postgresql://`` needs psycopg: ``pip install 'trainviz[postgres]'``), whose trials send heartbeats so that a
     dead worker's trial is failed and run again.
 
     Raises:
@@ -100,9 +100,13 @@ def open_storage(sweep: Sweep):
         if "://" not in sweep.storage:
             Path(sweep.storage).parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(JournalFileBackend(sweep.storage))
-        url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", sweep.storage)
-        return RDBStorage(url, heartbeat_interval=sweep.heartbeat, grace_period=GRACE_BEATS * sweep.heartbeat,
-                          heartbeat_stale_trial_callback=_rerun_stale, engine_kwargs=_engine_options(url))
+        url = sweep.storage
+        if url.startswith("postgresql"):
+            import psycopg  # noqa: F401  (SQLAlchemy's driver for postgresql:// URLs; say so if it is missing)
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, heartbeat_interval=sweep.heartbeat, grace_period=GRACE_BEATS * sweep.heartbeat,
+                              heartbeat_stale_trial_callback=_rerun_stale, engine_kwargs=_engine_options(url))
     except ModuleNotFoundError as err:
         raise UserError(f"--storage {masked(sweep.storage)} needs the {err.name} package: "
                         "pip install 'trainviz[postgres]'") from None

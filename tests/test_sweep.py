@@ -1,0 +1,250 @@
+"""Sweeps: the search space, the study, workers that share it, Ctrl-C and continue, the runs table."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import write_idx_dir
+from tests.test_bad_input import assert_one_line_error
+from trainers.cli import cli
+from trainers.runs import find_runs, summary
+
+ROOT = Path(__file__).resolve().parent.parent
+# Small and quick: 600 training images of which 100 validate, batches of 32.
+FAST = ["--val-size", "100", "--batch-size", "32", "--no-viz"]
+
+
+def sweep_args(idx_dir: Path, out: Path, *args: str) -> list[str]:
+    return ["sweep", "mlp", "--data-dir", str(idx_dir), "--out", str(out), *FAST, *args]
+
+
+def study_trials(out: Path):
+    """The one study under ``out``, read straight from its journal file: its trials."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    (journal,) = out.glob("*/journal.log")
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    (study,) = optuna.get_all_study_summaries(storage)
+    return optuna.load_study(study_name=study.study_name, storage=storage).get_trials()
+
+
+def trial_folders(out: Path) -> list[dict]:
+    """config.json and status.json of every trial folder under ``out``."""
+    return [{"config": run.read_config(), "status": run.read_status()["status"], "run": run}
+            for run in find_runs(out)]
+
+
+# ---------------------------------------------------------------- the search space
+
+
+def parse(*specs: str):
+    from trainers.catalog import TRAINERS
+    from trainers.search import parse_params
+
+    command = cli.commands["sweep"].commands["mlp"]
+    ctx = command.make_context("mlp", ["--param", "lr=1"])
+    return parse_params(specs, TRAINERS["mlp"].config, command, ctx)
+
+
+def test_specs_parse_into_choices_and_ranges():
+    from trainers.search import grid_points, is_grid
+
+    lr, hidden, batch, dropout = parse("lr=0.01..0.3:log", "hidden=100|200,200", "batch-size=16..256:int",
+                                       "dropout=0..0.5")
+    assert (lr.low, lr.high, lr.log, lr.integer) == (0.01, 0.3, True, False)
+    assert hidden.choices == ("100", "200,200") and hidden.option == "--hidden"
+    assert (batch.field, batch.low, batch.high, batch.integer) == ("batch_size", 16, 256, True)
+    assert (dropout.low, dropout.high, dropout.log) == (0, 0.5, False)
+    assert not is_grid([lr, hidden])
+    assert grid_points(parse("lr=0.1|0.2", "activation=relu|leaky-relu")) == [
+        {"lr": "0.1", "activation": "relu"}, {"lr": "0.1", "activation": "leaky-relu"},
+        {"lr": "0.2", "activation": "relu"}, {"lr": "0.2", "activation": "leaky-relu"}]
+
+
+def test_a_sampled_value_becomes_what_the_option_gives():
+    from trainers.search import convert
+
+    command = cli.commands["sweep"].commands["mlp"]
+    ctx = command.make_context("mlp", ["--param", "lr=1"])
+    (hidden,) = parse("hidden=100|200,200")
+    (batch,) = parse("batch-size=16..256:int")
+    assert convert(hidden, "200,200", command, ctx) == (200, 200)
+    assert convert(batch, 64, command, ctx) == 64
+
+
+def test_the_storage_password_is_masked():
+    from trainers.sweep import masked
+
+    assert masked("postgresql://ann:s3cr:et@db.example/sweeps") == "postgresql://ann:***@db.example/sweeps"
+    assert masked("runs/study/journal.log") == "runs/study/journal.log"
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--param", "foo=1"], ["foo", "searchable"]),
+    (["--param", "lr"], ["NAME=SPEC"]),
+    (["--param", "lr=0.1.."], ["--lr"]),
+    (["--param", "lr=0.3..0.1"], ["low to high"]),
+    (["--param", "lr=0..0.1:log"], ["--lr", "0"]),
+    (["--param", "lr=0|0.1"], ["--lr", "0"]),
+    (["--param", "hidden=1..3"], ["--hidden", "choices"]),
+    (["--param", "lr=0.5..1.5:int"], ["whole-number"]),
+    (["--param", "lr=0.1|0.1"], ["distinct"]),
+    (["--param", "val-size=1|2"], ["val-size", "searchable"]),
+    (["--param", "lr=0.01..0.1"], ["--trials"]),
+    (["--param", "lr=0.1|0.2", "--trials", "5"], ["grid has 2 points"]),
+    (["--param", "lr=0.1|0.2", "--sampler", "grid", "--param", "momentum=0..0.9", "--trials", "3"], ["grid"]),
+    (["--param", "lr=0.1|0.2", "--storage", "sqlite:///s.db", "--jobs", "2"], ["sqlite", "--jobs 1"]),
+    (["--param", "lr=0.1|0.2", "--storage", "postgresql://ann:topsecret@127.0.0.1:1/sweeps"], ["cannot open"]),
+    (["--param", "lr=0.1|0.2", "--val-size", "0"], ["--val-size"]),
+    (["--param", "lr=0.1|0.2", "--resume", "runs/x"], ["--resume"]),
+    (["--param", "lr=0.1|0.2", "--test"], ["--test"]),
+], ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("--") else None)
+def test_bad_sweeps_exit_2_with_one_line_and_start_nothing(args, words, idx_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(cli, [*sweep_args(idx_dir, out), *args])
+    assert_one_line_error(result, *words)
+    assert "topsecret" not in result.output
+    assert not list(out.glob("*/trial-*"))
+
+
+def test_a_study_name_reused_with_another_space_is_refused(idx_dir, tmp_path):
+    out = tmp_path / "runs"
+    first = CliRunner().invoke(cli, sweep_args(idx_dir, out, "--epochs", "1", "--param", "lr=0.1", "--study", "s"))
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(cli, sweep_args(idx_dir, out, "--epochs", "1", "--param", "lr=0.2", "--study", "s"))
+    assert_one_line_error(again, "study s exists with a different search space", "--param lr")
+    assert len(study_trials(out)) == 1
+
+
+# ---------------------------------------------------------------- sweeps that run
+
+
+@pytest.mark.slow
+def test_a_grid_with_two_workers_runs_every_point_once(idx_dir, tmp_path):
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(cli, sweep_args(idx_dir, out, "--epochs", "1", "--jobs", "2",
+                                                "--param", "lr=0.05|0.1|0.2", "--param", "hidden=16|32"))
+    assert result.exit_code == 0, result.output
+    grid = {(lr, hidden) for lr in ("0.05", "0.1", "0.2") for hidden in ("16", "32")}
+
+    trials = study_trials(out)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
+    assert {(t.params["lr"], t.params["hidden"]) for t in trials} == grid
+    folders = trial_folders(out)
+    assert len(folders) == 6 and {f["status"] for f in folders} == {"finished"}
+    assert {(f["config"]["params"]["lr"], f["config"]["params"]["hidden"]) for f in folders} == grid
+    assert {tuple(f["config"]["hidden"]) for f in folders} == {(16,), (32,)}
+    assert all(f["config"]["val_size"] == 100 and f["config"]["test"] is False for f in folders)
+
+    # the chosen trial is the best on validation; only it was evaluated on the test set
+    best = max(trials, key=lambda t: (t.value, -t.number))
+    assert f"chosen: trial {best.number} " in result.output
+    tested = [f for f in folders if any(r.get("kind") == "test" for r in f["run"].read_metrics())]
+    assert [f["config"]["trial"] for f in tested] == [best.number]
+    assert "reproduce: trainviz mlp " in result.output and "--val-size 100" in result.output
+
+    # trainviz runs lists them, best validation accuracy first
+    table = CliRunner().invoke(cli, ["runs", str(out), "--sort", "val_acc", "--json"])
+    assert table.exit_code == 0, table.output
+    rows = json.loads(table.output)
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"finished"}
+    assert [r["val_acc"] for r in rows] == sorted((r["val_acc"] for r in rows), reverse=True)
+    assert rows[0]["val_acc"] == pytest.approx(best.value)
+    text = CliRunner().invoke(cli, ["runs", str(out)])
+    assert text.output.splitlines()[0].split()[:3] == ["run", "trainer", "status"]
+    assert len(text.output.splitlines()) == 7
+
+
+@pytest.mark.slow
+def test_a_trial_far_below_the_median_is_pruned(idx_dir, tmp_path):
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(cli, sweep_args(idx_dir, out, "--epochs", "3", "--prune",
+                                                "--param", "lr=0.1|0.2|0.15|0.00001"))
+    assert result.exit_code == 0, result.output
+    states = {t.params["lr"]: t.state.name for t in study_trials(out)}
+    assert states == {"0.1": "COMPLETE", "0.2": "COMPLETE", "0.15": "COMPLETE", "0.00001": "PRUNED"}
+    (slow,) = [f for f in trial_folders(out) if f["config"]["params"]["lr"] == "0.00001"]
+    assert slow["status"] == "pruned"
+    assert summary(slow["run"], out)["epochs"] == 2  # judged from the second epoch on, never the last
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_the_same_command_completes_the_study_without_repeats(tmp_path):
+    idx = write_idx_dir(tmp_path / "idx", n_train=2000)
+    out = tmp_path / "runs"
+    args = [sys.executable, "-m", "trainers", *sweep_args(idx, out, "--epochs", "3", "--batch-size", "8",
+                                                          "--jobs", "2", "--param", "lr=0.02|0.05|0.1")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any('"kind": "epoch"' in m.read_text() for m in out.glob("*/trial-*/metrics.jsonl")):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        assert proc.wait(timeout=120) == 130, (tmp_path / "first.log").read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    first = (tmp_path / "first.log").read_text()
+    assert "Traceback" not in first and "run the same command to continue" in first, first
+    stopped = [f for f in trial_folders(out) if f["status"] == "stopped"]
+    assert stopped, first
+
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    trials = study_trials(out)
+    complete = sorted(t.params["lr"] for t in trials if t.state.name == "COMPLETE")
+    assert complete == ["0.02", "0.05", "0.1"]  # every point, once
+    assert not [t for t in trials if t.state.name in ("WAITING", "RUNNING")]
+    folders = trial_folders(out)
+    assert len(folders) == 3 and {f["status"] for f in folders} == {"finished"}
+    for folder in folders:  # a stopped trial was continued in its own folder, each epoch recorded once
+        epochs = [r["epoch"] for r in folder["run"].read_metrics() if r["kind"] == "epoch"]
+        assert epochs == [1, 2, 3], folder["run"].path
+
+
+@pytest.mark.slow
+def test_trials_left_running_by_a_killed_sweep_run_again(idx_dir, tmp_path):
+    """A SIGKILLed sweep leaves its trial 'running' in the journal; the next start fails it and reruns its point."""
+    out = tmp_path / "runs"
+    args = sweep_args(idx_dir, out, "--epochs", "3", "--batch-size", "4", "--param", "lr=0.05|0.1")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "trainers", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any('"kind": "epoch"' in m.read_text() for m in out.glob("*/trial-*/metrics.jsonl")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its worker, at once
+        proc.wait()
+    assert [t.state.name for t in study_trials(out)] == ["RUNNING", "WAITING"]
+    (killed,) = trial_folders(out)
+    assert killed["status"] == "running"
+
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    trials = study_trials(out)
+    assert sorted(t.params["lr"] for t in trials if t.state.name == "COMPLETE") == ["0.05", "0.1"]
+    assert [t.state.name for t in trials].count("FAIL") == 1
+    assert killed["run"].read_status()["status"] == "failed"
+    assert {f["status"] for f in trial_folders(out)} == {"failed", "finished"}
