@@ -40,7 +40,8 @@ setup() {
   # Fashion-MNIST offline, and npm for visdom's front-end files.
   local pkgs=(dataset-fashion-mnist)
   command -v npm >/dev/null || pkgs+=(npm)
-  [ "$extra" = test ] && pkgs+=(chromium)
+  # The tests drive a real browser and a throwaway PostgreSQL cluster (sweeps across machines).
+  [ "$extra" = test ] && pkgs+=(chromium postgresql)
   apt_install "${pkgs[@]}"
 
   if [ ! -x "$PY" ]; then
@@ -73,7 +74,7 @@ train_all() {
     local threads=$(( $(nproc) / jobs ))
     export OMP_NUM_THREADS=$(( threads > 0 ? threads : 1 ))
   fi
-  say "dashboard: $(dashboard_url)  (each run is an environment; 'compare' holds all runs)"
+  say "dashboard: $(dashboard_url)  (each run is an environment; trainviz compare RUN_DIR... draws runs side by side)"
   local pids=() status=0
   for trainer in "${TRAINERS[@]}"; do
     "$PY" -m trainers "$trainer" --port "$PORT" "$@" &

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import socket
 import struct
 from pathlib import Path
@@ -71,3 +72,10 @@ def free_port() -> int:
 
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def missing(reason: str) -> None:
+    """Skip for a missing tool, or fail where the full suite is required (TRAINVIZ_REQUIRE_FULL, CI)."""
+    if os.environ.get("TRAINVIZ_REQUIRE_FULL"):
+        pytest.fail(f"{reason} (TRAINVIZ_REQUIRE_FULL is set)")
+    pytest.skip(reason)

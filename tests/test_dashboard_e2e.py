@@ -1,8 +1,8 @@
 """End to end: real trainers stream to real visdom servers, checked in a real browser.
 
 One server, shared by the module, receives a short ``mlp`` run; headless Chromium then
-opens its environment and the ``compare`` environment and checks that every window drew
-its content. A second test kills a server in the middle of a run, brings it back empty,
+opens its environment and, after ``trainviz compare``, the compare environment, and checks
+that every window drew its content; a small sweep's environment is checked the same way. A second test kills a server in the middle of a run, brings it back empty,
 and checks the trainer rebuilt the whole environment; then ``trainviz replay`` rebuilds it
 on another server, from an intact and from a damaged events.jsonl.
 
@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import RAW, free_port, idx_bytes, synthetic_split, write_idx_dir
+from conftest import RAW, free_port, idx_bytes, missing, synthetic_split, write_idx_dir
 from trainers.cli import cli
 from trainers.catalog import DATASETS
 from viz import frontend, server
@@ -49,13 +49,6 @@ SWEEP_WINDOWS = {key for key in WINDOWS if key.startswith("sweep_")}
 CLASSES = DATASETS["fashion-mnist"].classes
 LINE_WINDOWS = ("train_loss", "loss", "accuracy")
 NOISY_LABELS = 0.1  # share of test labels changed, so the model always makes some mistakes
-
-
-def missing(reason: str) -> None:
-    """Skip for a missing tool, or fail where the full suite is required."""
-    if os.environ.get("TRAINVIZ_REQUIRE_FULL"):
-        pytest.fail(f"{reason} (TRAINVIZ_REQUIRE_FULL is set)")
-    pytest.skip(reason)
 
 
 class VisdomServer:
@@ -484,3 +477,36 @@ def test_four_trainers_at_once_keep_their_own_windows(visdom_port, tmp_path):
         assert_compare_curve(visdom_port, run, env="picked")
     assert not any(trace["name"].startswith(runs[3].name)
                    for window in window_data(visdom_port, "picked").values() for trace in window["content"]["data"])
+
+
+# --- a sweep's own environment ----------------------------------------------------------
+
+PARCOORDS_JS = """() => Array.from(document.querySelectorAll('.window')).filter(w => w.querySelector('.parcoords'))
+    .map(w => ({axes: Array.from(w.querySelectorAll('.parcoords .axis-title')).map(t => t.textContent),
+                canvases: w.querySelectorAll('canvas').length}))"""
+
+
+def test_sweep_environment_draws_in_the_browser(visdom_port, browser, tmp_path):
+    idx, out = noisy_idx_dir(tmp_path / "idx"), tmp_path / "runs"
+    result = CliRunner().invoke(cli, [
+        "sweep", "mlp", "--data-dir", str(idx), "--out", str(out), "--epochs", "2", "--batch-size", "32",
+        "--val-size", "100", "--param", "lr=0.05|0.2", "--param", "activation=relu|leaky-relu", "--jobs", "2",
+        "--study", "e2e-sweep", "--port", str(visdom_port), "--server", HOST])
+    assert result.exit_code == 0, result.output
+
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    windows = open_env(page, visdom_port, "e2e-sweep", len(SWEEP_WINDOWS), ARTIFACTS / "sweep.png")
+    assert sorted(windows) == sorted(WINDOWS[key].title for key in SWEEP_WINDOWS)
+    curves = windows[WINDOWS["sweep_val_acc"].title]
+    assert curves["lines"] == 4 and len(curves["legend"]) == 4, curves
+    assert all("lr=" in name and "activation=" in name for name in curves["legend"])
+    (parcoords,) = page.evaluate(PARCOORDS_JS)
+    assert parcoords["axes"] == ["lr", "activation", "val acc"] and parcoords["canvases"] > 0, parcoords
+    table = windows[WINDOWS["sweep_trials"].title]["text"]
+    assert table.count("complete") == 4 and "★" in table, table
+
+    # every trial streamed to its own environment, linked from the table
+    links = page.eval_on_selector_all("a[href^='env/e2e-sweep_trial-']", "links => links.map(a => a.textContent)")
+    assert sorted(links) == [f"e2e-sweep_trial-{n:03d}" for n in range(4)]
+    for env in links:
+        assert "accuracy" in window_data(visdom_port, env)

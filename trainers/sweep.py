@@ -29,12 +29,14 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
@@ -49,6 +51,7 @@ HEARTBEAT = 10  # default seconds between a running trial's heartbeats (database
 GRACE_BEATS = 3  # a trial whose heartbeat is this many intervals old is failed and run again
 WARMUP_EPOCHS = 1  # the median pruner judges a trial from its second epoch on ...
 STARTUP_TRIALS = 3  # ... once this many trials have reported that epoch
+TABLE_RACE_RETRIES = 3  # tries again to open a database whose tables another machine is creating
 HOST = socket.gethostname()
 
 
@@ -103,16 +106,25 @@ def open_storage(sweep: Sweep):
         url = sweep.storage
         if url.startswith("postgresql"):
             import psycopg  # noqa: F401  (SQLAlchemy's driver for postgresql:// URLs; say so if it is missing)
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, heartbeat_interval=sweep.heartbeat, grace_period=GRACE_BEATS * sweep.heartbeat,
-                              heartbeat_stale_trial_callback=_rerun_stale, engine_kwargs=_engine_options(url))
+        for attempt in range(TABLE_RACE_RETRIES + 1):
+            try:
+                with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RDBStorage(url, heartbeat_interval=sweep.heartbeat,
+                                      grace_period=GRACE_BEATS * sweep.heartbeat,
+                                      heartbeat_stale_trial_callback=_rerun_stale,
+                                      engine_kwargs=_engine_options(url))
+            except sqlalchemy.exc.IntegrityError:
+                # Machines started together on an empty database both create Optuna's
+                # tables; the one that loses finds them made on its next try.
+                if attempt == TABLE_RACE_RETRIES:
+                    raise
+                time.sleep(0.5 + attempt)
     except ModuleNotFoundError as err:
         raise UserError(f"--storage {masked(sweep.storage)} needs the {err.name} package: "
                         "pip install 'trainviz[postgres]'") from None
     except Exception as err:  # SQLAlchemy and the drivers raise many kinds; say the first line of why
-        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-        raise UserError(f"cannot open --storage {masked(sweep.storage)}: {masked(reason)}") from None
+        raise UserError(f"cannot open --storage {masked(sweep.storage)}: {_first_line(err)}") from None
 
 
 def _engine_options(url: str) -> dict:
@@ -173,6 +185,8 @@ def take(study: optuna.Study) -> optuna.Trial | None:
                 continue  # another worker took it first
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
+        if heartbeats(storage):  # at once: a worker killed before its trial's first beat still goes stale
+            storage.record_heartbeat(trial_id)
         trial = optuna.Trial(study, trial_id)
         for key, value in {"host": HOST, "pid": os.getpid()}.items():
             trial.set_user_attr(key, value)
@@ -203,14 +217,15 @@ def _rerun_stale(study: optuna.Study, trial: FrozenTrial) -> None:
 def reap(study: optuna.Study) -> None:
     """Fail and queue again the running trials whose workers are gone.
 
-    With a database storage, Optuna fails the trials whose heartbeat is stale (and calls
-    ``_rerun_stale``); on any storage, a trial whose worker ran on this host and whose
-    process no longer exists is failed here.
+    A database storage keeps heartbeats: Optuna fails the trials whose heartbeat is stale
+    and calls ``_rerun_stale``, whichever machine ran them. A journal file serves one
+    machine and keeps none: a trial whose worker process no longer exists is failed here.
     """
     if heartbeats(study._storage):
         with warnings.catch_warnings():  # "experimental" since Optuna 2.9, and what optimize() calls
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
+        return
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.user_attrs.get("host") != HOST or _alive(trial.user_attrs.get("pid", 0)):
             continue
@@ -335,8 +350,12 @@ def work(sweep: Sweep, index: int, log_file: Path) -> None:
         try:
             _work(sweep, index, stopping)
         except UserError as err:
-            print(f"Error: {err.format_message()}", file=sys.stderr)
+            print(f"Error: {err.format_message()}", file=sys.stderr, flush=True)
             sys.exit(err.exit_code)
+        except Exception as err:  # the storage lost, most often: the traceback above, one line last
+            traceback.print_exc()
+            print(f"Error: {type(err).__name__}: {_first_line(err)}", file=sys.stderr, flush=True)
+            sys.exit(1)
 
 
 def _work(sweep: Sweep, index: int, stopping: threading.Event) -> None:
@@ -450,7 +469,11 @@ def run(sweep: Sweep) -> None:
     signum = None
     if outstanding(trials):
         signum = _run_workers(sweep, study, board)
-    trials = study.get_trials(deepcopy=False)
+    try:
+        trials = study.get_trials(deepcopy=False)
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        raise StorageLost(f"lost the storage {masked(sweep.storage)} ({_first_line(err)}); the trial folders "
+                          "are intact: run the same command to continue once it answers") from None
     if board is not None:
         board.draw(trial_rows(trials))
     click.echo(summary_table(sweep, trials))
@@ -490,7 +513,10 @@ def _run_workers(sweep: Sweep, study: optuna.Study, board) -> int | None:
             shown = None
             while any(worker.is_alive() for worker in workers):
                 time.sleep(POLL)
-                trials = study.get_trials(deepcopy=False)
+                try:
+                    trials = study.get_trials(deepcopy=False)
+                except sqlalchemy.exc.SQLAlchemyError:
+                    continue  # the storage is gone: the workers say so and stop
                 bar.update(sweep.trials - outstanding(trials) - bar.n)
                 best = best_trial(trials)
                 if best is not None:
@@ -506,9 +532,20 @@ def _run_workers(sweep: Sweep, study: optuna.Study, board) -> int | None:
             signal.signal(s, handler)
     for index, worker in enumerate(workers):
         if worker.exitcode not in (0, -signal.SIGTERM) and not stopped:
-            click.echo(f"worker {index} ended with status {worker.exitcode}; its log: "
-                       f"{sweep.folder / f'worker-{HOST}-{os.getpid()}-{index}.log'}", err=True)
+            log_file = sweep.folder / f"worker-{HOST}-{os.getpid()}-{index}.log"
+            lines = log_file.read_text().strip().splitlines() if log_file.is_file() else []
+            click.echo(f"worker {index} stopped: {lines[-1] if lines else f'status {worker.exitcode}'} "
+                       f"(log: {log_file})", err=True)
     return stopped[0] if stopped else None
+
+
+class StorageLost(click.ClickException):
+    """The database went away during the sweep: exit status 1."""
+
+
+def _first_line(err: Exception) -> str:
+    lines = str(getattr(err, "orig", None) or err).strip().splitlines()
+    return masked(lines[0]) if lines else type(err).__name__
 
 
 def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
@@ -570,13 +607,16 @@ def report_choice(sweep: Sweep, study: optuna.Study, trials: list[FrozenTrial]) 
         click.echo("no trial finished, so none is chosen")
         return
     run_dir = best.user_attrs.get("run_dir")
+    values = settings_of(best)  # as sampled; the run's config.json has them as the options made them
     click.echo(f"chosen: trial {best.number} ({describe(settings_of(best))}), validation accuracy {best.value:.4f}, "
                f"folder {run_dir} on {best.user_attrs.get('host')}")
     if best.user_attrs.get("host") == HOST and run_dir and Path(run_dir).is_dir():
-        accuracy = test_accuracy(RunDir(Path(run_dir)), sweep.config["device"])
+        run = RunDir(Path(run_dir))
+        values = {field: run.read_config()[field] for field in values}
+        accuracy = test_accuracy(run, sweep.config["device"])
         study.set_user_attr("test", {"trial": best.number, "test_acc": accuracy})
         click.echo(f"test accuracy of trial {best.number}: {accuracy:.4f} (the test set was used for this trial only)")
-    click.echo(f"reproduce: {reproduce_command(sweep, settings_of(best))}")
+    click.echo(f"reproduce: {reproduce_command(sweep, values)}")
 
 
 def test_accuracy(run: RunDir, device: str) -> float:
@@ -599,17 +639,15 @@ def reproduce_command(sweep: Sweep, values: dict) -> str:
     It keeps --val-size, so it trains on the same images as the trial; it evaluates the
     test set every epoch, so it prints the test accuracy reported above.
     """
-    trainer = TRAINERS[sweep.trainer]
-    defaults = trainer.config().to_dict()
-    settings = {**sweep.config, **values}
+    def plain(settings: dict) -> dict:  # tuples as lists, as in config.json
+        return json.loads(json.dumps(settings))
+
+    defaults = plain(TRAINERS[sweep.trainer].config().to_dict())
     words = ["trainviz", sweep.trainer]
-    for field, value in settings.items():
-        if field in PLUMBING or field in ("test",) or field not in defaults:
+    for field, value in plain({**sweep.config, **values}).items():
+        if field in PLUMBING or field == "test" or field not in defaults or value == defaults[field]:
             continue
-        value = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
-        if str(value) != str(",".join(map(str, defaults[field])) if isinstance(defaults[field], tuple)
-                              else defaults[field]):
-            words += [f"--{field.replace('_', '-')}", str(value)]
+        words += [f"--{field.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, list) else str(value)]
     return shlex.join(words)
 
 

@@ -98,6 +98,8 @@ class SweepBoard:
 
     def draw(self, rows: list[dict]) -> None:
         """Show ``rows`` (best first); a failed request is left for the next draw to repair."""
+        if not any(r["curve"] for r in rows):
+            return  # nothing to plot yet: the windows appear, in page order, with the first epoch
         try:
             send_figure(self.vis, self.env, "sweep_val_acc", curves_figure(rows))
             send_figure(self.vis, self.env, "sweep_parcoords", parcoords_figure(rows, self.fields))
