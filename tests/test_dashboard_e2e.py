@@ -43,7 +43,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 HOST = "http://127.0.0.1"
 # The learning-rate pane appears only when the rate changes; every run here keeps it constant.
-RUN_WINDOWS = {key for key in WINDOWS if not key.startswith(("compare_", "sweep_"))}
+# The learning-rate pane appears only for a rate that changes (--schedule cosine or step).
+RUN_WINDOWS = {key for key in WINDOWS if not key.startswith(("compare_", "sweep_")) and key != "lr"}
 COMPARE_WINDOWS = {key for key in WINDOWS if key.startswith("compare_")}
 SWEEP_WINDOWS = {key for key in WINDOWS if key.startswith("sweep_")}
 CLASSES = DATASETS["fashion-mnist"].classes
@@ -225,7 +226,8 @@ def browser():
 def test_browser_shows_every_window(visdom_port, browser, tmp_path):
     idx, out = noisy_idx_dir(tmp_path / "idx"), tmp_path / "runs"
     result = CliRunner().invoke(cli, ["mlp", "--data-dir", str(idx), "--out", str(out), "--epochs", "2",
-                                      "--batch-size", "32", "--port", str(visdom_port), "--server", HOST])
+                                      "--batch-size", "32", "--schedule", "cosine", "--val-size", "100",
+                                      "--port", str(visdom_port), "--server", HOST])
     assert result.exit_code == 0, result.output
     assert "warning" not in result.output, result.output
     run = only_run(out)
@@ -233,18 +235,19 @@ def test_browser_shows_every_window(visdom_port, browser, tmp_path):
     assert env == run.name
 
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
-    windows = open_env(page, visdom_port, env, len(RUN_WINDOWS), ARTIFACTS / "dashboard.png")
+    expected = RUN_WINDOWS | {"lr"}
+    windows = open_env(page, visdom_port, env, len(expected), ARTIFACTS / "dashboard.png")
 
-    by_key = {key: windows.get(WINDOWS[key].title) for key in RUN_WINDOWS}
-    assert sorted(windows) == sorted(WINDOWS[key].title for key in RUN_WINDOWS), \
+    by_key = {key: windows.get(WINDOWS[key].title) for key in expected}
+    assert sorted(windows) == sorted(WINDOWS[key].title for key in expected), \
         f"missing: {sorted(k for k, w in by_key.items() if w is None)}"
     for key, window in by_key.items():
         if window["plot"]:
             assert window["lines"] or window["bars"] or window["heatmap"], f"{key}: the plot drew nothing"
         else:
             assert any(window["images"]) or window["text"].strip(), f"{key}: the window is empty"
-    traces = {"train_loss": ["loss", "smoothed", "epoch mean"], "loss": ["train", "test"],
-              "accuracy": ["train", "test"]}
+    traces = {"train_loss": ["loss", "smoothed", "epoch mean"], "loss": ["train", "val", "test"],
+              "accuracy": ["train", "val", "test"]}
     for key in LINE_WINDOWS:
         # Epoch means are drawn as dots, every other trace as a line.
         assert by_key[key]["lines"] == len([t for t in traces[key] if t != "epoch mean"]), f"{key}: {by_key[key]}"
@@ -268,7 +271,8 @@ def test_browser_shows_every_window(visdom_port, browser, tmp_path):
     assert sorted(windows) == sorted(WINDOWS[key].title for key in COMPARE_WINDOWS)
     for title, window in windows.items():
         ours = [name for name in window["legend"] if name.startswith(run.name)]
-        assert len(ours) == 1, f"{title}: no single trace of {run.name} in {window['legend']}"
+        splits = 1 if title == WINDOWS["compare_train"].title else 2  # training; else validation and test
+        assert len(ours) == splits, f"{title}: not {splits} traces of {run.name} in {window['legend']}"
         assert window["lines"] == len(window["legend"]), f"{title}: {window}"
 
 

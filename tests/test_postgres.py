@@ -123,7 +123,7 @@ def test_a_tpe_study_of_8_trials_over_two_machines_ends_with_8(database, idx_dir
 def test_a_machine_killed_mid_trial_leaves_the_study_to_the_other(database, tmp_path):
     from tests.conftest import write_idx_dir
 
-    idx = write_idx_dir(tmp_path / "idx", n_train=2000)
+    idx = write_idx_dir(tmp_path / "idx", n_train=8300)  # about 1,000 steps an epoch: the kill lands mid-trial
     grid = ["--param", "lr=0.02|0.05|0.1|0.2", "--epochs", "3", "--batch-size", "8"]
     doomed = sweep(idx, tmp_path / "machine-a", database, "kill4", *grid, log=tmp_path / "a.log")
     try:
@@ -131,16 +131,17 @@ def test_a_machine_killed_mid_trial_leaves_the_study_to_the_other(database, tmp_
         while not any('"kind": "epoch"' in m.read_text() for m in tmp_path.glob("machine-a/kill4/*/metrics.jsonl")):
             assert doomed.poll() is None and time.monotonic() < deadline, (tmp_path / "a.log").read_text()
             time.sleep(0.02)
-        survivor = sweep(idx, tmp_path / "machine-b", database, "kill4", *grid, log=tmp_path / "b.log")
     finally:
         os.killpg(doomed.pid, signal.SIGKILL)  # the machine dies: its sweep and workers at once
         doomed.wait()
+    assert [t.state.name for t in trials(database, "kill4")] == ["RUNNING", "WAITING", "WAITING", "WAITING"]
+
+    # The other machine finds the dead trial's heartbeat stale (3 s with --heartbeat 1), fails it and runs it again.
+    survivor = sweep(idx, tmp_path / "machine-b", database, "kill4", *grid, log=tmp_path / "b.log")
     finish([survivor])
     assert survivor.returncode == 0, (tmp_path / "b.log").read_text()
     done = trials(database, "kill4")
-    complete = sorted(t.params["lr"] for t in done if t.state.name == "COMPLETE")
-    assert complete == ["0.02", "0.05", "0.1", "0.2"]
-    assert not [t for t in done if t.state.name in ("RUNNING", "WAITING")]
-    killed = [p.parent for p in tmp_path.glob("machine-a/kill4/trial-*/status.json")
-              if '"failed"' in p.read_text()]
-    assert killed, "the killed trial's folder should say failed"
+    assert sorted(t.params["lr"] for t in done if t.state.name == "COMPLETE") == ["0.02", "0.05", "0.1", "0.2"]
+    assert [t.state.name for t in done].count("FAIL") == 1
+    (killed,) = [p.parent for p in tmp_path.glob("machine-a/kill4/trial-*/status.json")]
+    assert '"failed"' in (killed / "status.json").read_text()

@@ -26,19 +26,22 @@ def records(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
 
 
-def wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: float = 60) -> Path:
-    """Poll until the run in ``out`` has written its ``epoch`` record; return the run folder."""
+def wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: float = 60, kind: str = "epoch") -> Path:
+    """Poll until the run in ``out`` has written its ``epoch`` record; return the run folder.
+
+    With ``kind="step"``: until it has written a step record of that epoch, so it is inside it.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         for metrics in out.glob("*/metrics.jsonl"):
             # The trainer may be appending right now: only lines that end in a newline are whole.
             whole_lines = metrics.read_text().split("\n")[:-1]
-            if any(json.loads(line).get("epoch") == epoch and json.loads(line)["kind"] == "epoch"
+            if any(json.loads(line).get("epoch") == epoch and json.loads(line)["kind"] == kind
                    for line in whole_lines if line.strip()):
                 return metrics.parent
-        time.sleep(0.02)
-    raise AssertionError(f"epoch {epoch} never finished")
+        time.sleep(0.01)
+    raise AssertionError(f"no {kind} record of epoch {epoch}")
 
 
 # Every knob that keeps state or draws random numbers: momentum buffers, the schedule's
@@ -50,9 +53,11 @@ KNOBS = ["--momentum", "0.9", "--weight-decay", "0.001", "--schedule", "cosine",
 @pytest.mark.parametrize("trainer, signum, status", [
     ("mlp", signal.SIGINT, 130), ("mlp-lowlevel", signal.SIGTERM, 143), ("scratch-softmax", signal.SIGINT, 130)])
 def test_stopped_then_resumed_run_ends_like_an_uninterrupted_one(trainer, signum, status, tmp_path):
-    data = write_idx_dir(tmp_path / "idx", n_train=2000)
+    # 2,000 steps an epoch: once a step record of epoch 2 is on disk, the signal lands
+    # long before that epoch can end, however fast the trainer.
+    data = write_idx_dir(tmp_path / "idx", n_train=8300)
     dropout = ["--dropout", "0.3"] if trainer.startswith("mlp") else []
-    args = [trainer, "--data-dir", str(data), "--epochs", "3", "--batch-size", "4", "--seed", "5", "--no-viz",
+    args = [trainer, "--data-dir", str(data), "--epochs", "2", "--batch-size", "4", "--seed", "5", "--no-viz",
             *KNOBS, *dropout]
 
     whole = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "whole")])
@@ -64,8 +69,7 @@ def test_stopped_then_resumed_run_ends_like_an_uninterrupted_one(trainer, signum
     proc = subprocess.Popen([sys.executable, "-m", "trainers", *args, "--out", str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        run_dir = wait_for_epoch(out, 1, proc)
-        time.sleep(0.1)  # into epoch 2: the stop lands mid-epoch
+        run_dir = wait_for_epoch(out, 2, proc, kind="step")
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=60)
     finally:

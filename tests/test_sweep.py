@@ -185,7 +185,8 @@ def test_a_trial_far_below_the_median_is_pruned(idx_dir, tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_then_the_same_command_completes_the_study_without_repeats(tmp_path):
-    idx = write_idx_dir(tmp_path / "idx", n_train=2000)
+    # About 1,000 steps an epoch: once a trial's first epoch is on disk, Ctrl-C lands well inside it.
+    idx = write_idx_dir(tmp_path / "idx", n_train=8300)
     out = tmp_path / "runs"
     args = [sys.executable, "-m", "trainers", *sweep_args(idx, out, "--epochs", "3", "--batch-size", "8",
                                                           "--jobs", "2", "--param", "lr=0.02|0.05|0.1")]
@@ -222,10 +223,11 @@ def test_ctrl_c_then_the_same_command_completes_the_study_without_repeats(tmp_pa
 
 
 @pytest.mark.slow
-def test_trials_left_running_by_a_killed_sweep_run_again(idx_dir, tmp_path):
+def test_trials_left_running_by_a_killed_sweep_run_again(tmp_path):
     """A SIGKILLed sweep leaves its trial 'running' in the journal; the next start fails it and reruns its point."""
+    idx = write_idx_dir(tmp_path / "idx", n_train=8300)  # long epochs: the kill lands inside the first trial
     out = tmp_path / "runs"
-    args = sweep_args(idx_dir, out, "--epochs", "3", "--batch-size", "4", "--param", "lr=0.05|0.1")
+    args = sweep_args(idx, out, "--epochs", "3", "--batch-size", "8", "--param", "lr=0.05|0.1")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "trainers", *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)

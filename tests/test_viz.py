@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from trainers.command import make_sink
-from trainers.config import MLPConfig, TrainConfig
+from trainers.config import TrainConfig
 from trainers.data import Data, Split, floats
 from trainers.loop import Evaluation, Parts
-from trainers.report import (Smoothed, caption, learned_weights, report_curves, report_layers,
+from trainers.report import (caption, learned_weights, report_curves, report_layers,
                              report_panes)
 from trainers.run import RunDir
 from viz import client

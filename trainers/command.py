@@ -166,8 +166,9 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
         run.append_metrics([{"kind": "step", "epoch": epoch, "step": s, "train_loss": v} for s, v in points])
         for step, value in points:
             sink.scalars("train_loss", x=step, values={"loss": value, "smoothed": smoothed(value)})
-        last = points[-1][0]
-        sink.scalars("lr", x=last, values={"lr": schedule(last - 1)})
+        if config.schedule != "constant":  # a constant rate is in the config pane
+            last = points[-1][0]
+            sink.scalars("lr", x=last, values={"lr": schedule(last - 1)})
 
     def show(record: dict, evaluations: dict[str, Evaluation]) -> None:
         """The epoch on the dashboard: curves always, costly panes when the budget allows and at the end."""

@@ -16,6 +16,19 @@ from viz.paths import atomic_path
 STATUSES = ("running", "finished", "stopped", "diverged", "pruned", "failed")
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, and belongs to another user
+        return True
+    return True
+
+
 class Pruned(Exception):
     """A sweep's pruner ended the run after an epoch (raised by ``RunHooks.epoch``)."""
 

@@ -6,11 +6,10 @@ Nothing here imports torch: a table of a hundred runs answers at once.
 from __future__ import annotations
 
 import json
-import os
 import socket
 from pathlib import Path
 
-from trainers.run import RunDir
+from trainers.run import RunDir, process_alive
 
 # The table's columns: (key, heading). Sorting by an accuracy puts the best first.
 COLUMNS = (("run", "run"), ("trainer", "trainer"), ("status", "status"), ("settings", "settings"),
@@ -45,19 +44,9 @@ def status_of(run: RunDir) -> str:
     """The status the run wrote; a "running" run whose process is gone from this host is "failed"."""
     status = run.read_status()
     if status.get("status") == "running" and status.get("host") == socket.gethostname() \
-            and not _alive(status.get("pid", 0)):
+            and not process_alive(status.get("pid", 0)):
         return "failed"
     return status.get("status", "-")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0
 
 
 def epoch_records(run: RunDir) -> list[dict]:

@@ -17,7 +17,6 @@ A trial that cannot finish goes back into the queue with the same settings:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -42,7 +41,7 @@ from tqdm import tqdm
 
 from trainers.catalog import TRAINERS
 from trainers.options import UserError
-from trainers.run import Pruned, RunDir, RunHooks
+from trainers.run import Pruned, RunDir, RunHooks, process_alive
 from trainers.runs import epoch_records
 from trainers.search import PLUMBING, Param, convert, differences, grid_points
 
@@ -227,7 +226,7 @@ def reap(study: optuna.Study) -> None:
             optuna.storages.fail_stale_trials(study)
         return
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get("host") != HOST or _alive(trial.user_attrs.get("pid", 0)):
+        if trial.user_attrs.get("host") != HOST or process_alive(trial.user_attrs.get("pid", 0)):
             continue
         try:
             if not study._storage.set_trial_state_values(_trial_id(study, trial.number), state=TrialState.FAIL):
@@ -240,18 +239,6 @@ def reap(study: optuna.Study) -> None:
 def heartbeats(storage) -> bool:
     """Whether the storage keeps heartbeats (a database storage does; a journal file does not)."""
     return bool(getattr(storage, "get_heartbeat_interval", lambda: None)())
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def outstanding(trials: list[FrozenTrial]) -> int:

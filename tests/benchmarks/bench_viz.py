@@ -35,7 +35,7 @@ from viz import server
 from viz.windows import WINDOWS
 
 HOST = "http://127.0.0.1"
-SHOWN = len([key for key in WINDOWS if not key.startswith("compare_") and key != "lr"])
+SHOWN = len([key for key in WINDOWS if not key.startswith(("compare_", "sweep_")) and key != "lr"])
 
 
 def train(trainer: str, epochs: int, live: bool, port: int, out: Path, data_dir: str | None,
