@@ -157,6 +157,7 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
     samples = sample_indices(len(getattr(data, shown)), config.images, config.seed)
     budget = Budget(PANES_SHARE, background=sink.background_seconds)
     smoothed = Smoothed(SMOOTHING)
+    rates: list[tuple[int, float]] = []  # (step, learning rate) points since the last epoch
     config_shown = state is not None  # a resumed run's environment has it already
 
     def save() -> None:
@@ -167,8 +168,7 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
         for step, value in points:
             sink.scalars("train_loss", x=step, values={"loss": value, "smoothed": smoothed(value)})
         if config.schedule != "constant":  # a constant rate is in the config pane
-            last = points[-1][0]
-            sink.scalars("lr", x=last, values={"lr": schedule(last - 1)})
+            rates.append((points[-1][0], schedule(points[-1][0] - 1)))
 
     def show(record: dict, evaluations: dict[str, Evaluation]) -> None:
         """The epoch on the dashboard: curves always, costly panes when the budget allows and at the end."""
@@ -180,6 +180,9 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
             report_panes(sink, record, evaluations[shown], getattr(data, shown), shown, data.classes, parts, samples)
             budget.spent(started, time.perf_counter() - started)
         report_layers(sink, record, parts, len(data.train))
+        for step, rate in rates:  # drawn with the epoch, so its window comes after the curves
+            sink.scalars("lr", x=step, values={"lr": rate})
+        rates.clear()
         if not config_shown:  # after the first epoch's panes, so its window comes last on the page
             sink.config(settings)
             config_shown = True
