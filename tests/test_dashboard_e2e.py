@@ -376,7 +376,8 @@ def killed_run(tmp_path_factory):
     running = start_server(root / "server", env_dir="envs-1")
     proc = None
     try:
-        idx, out = noisy_idx_dir(root / "idx", n_train=2000), root / "runs"
+        # Epochs of about half a second: each step below is seen long before the next epoch ends.
+        idx, out = noisy_idx_dir(root / "idx", n_train=20000), root / "runs"
         # Output goes to files: a full pipe would block the trainer.
         with open(root / "stdout", "w") as stdout, open(root / "stderr", "w") as stderr:
             proc = subprocess.Popen(

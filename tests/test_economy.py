@@ -27,10 +27,14 @@ class Clock:
 # --- the budget ---------------------------------------------------------------------------
 
 
-def test_the_first_refresh_is_due_then_the_next_waits_cost_over_share():
+def test_the_first_refresh_waits_for_its_prior_cost_then_each_next_for_the_last_cost():
     clock = Clock()
-    budget = Budget(0.02, clock=clock)
+    budget = Budget(0.02, clock=clock, prior=0.1)
+    clock.now = 4.99
+    assert not budget.due()  # an unmeasured refresh is taken to cost 0.1 s: due 5 s in
+    clock.now = 5.0
     assert budget.due()
+    assert Budget(0.02, clock=clock).due()  # no prior: due at once
     budget.spent(started=0.0, seconds=0.05)  # 50 ms at 2 %: the next one 2.5 s after it began
     clock.now = 2.49
     assert not budget.due()

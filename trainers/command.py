@@ -23,11 +23,15 @@ from trainers.report import Smoothed, report_curves, report_layers, report_panes
 from trainers.run import Pruned, RunDir, RunHooks
 from trainers.schedule import Schedule
 from viz.economy import Budget
-from viz.sink import Sink
+from viz.sink import HeldSink, Sink
 
 # The costly dashboard panes may take this share of the run's time (their measured cost
 # decides how often they are refreshed); the curves are drawn every epoch regardless.
 PANES_SHARE = 0.02
+# What a refresh of the panes is taken to cost before one is measured: about what one
+# costs the trainer, the sender and the server together on 2 CPU cores. So the first
+# refresh comes 5 s into a run, and a run of a few seconds shows them at its end.
+PANES_PRIOR = 0.1
 SMOOTHING = 0.6  # weight of the past in the smoothed training loss (TensorBoard's default)
 
 
@@ -155,9 +159,9 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
     shown = "test" if data.test is not None else "val"  # the held-out split the panes show
     sink = make_sink(config, run, resumed=state is not None)
     samples = sample_indices(len(getattr(data, shown)), config.images, config.seed)
-    budget = Budget(PANES_SHARE, background=sink.background_seconds)
+    budget = Budget(PANES_SHARE, background=sink.background_seconds, prior=PANES_PRIOR)
     smoothed = Smoothed(SMOOTHING)
-    rates: list[tuple[int, float]] = []  # (step, learning rate) points since the last epoch
+    held = HeldSink()  # layer norms, throughput, learning rate: drawn with the panes
     config_shown = state is not None  # a resumed run's environment has it already
 
     def save() -> None:
@@ -167,27 +171,24 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
         run.append_metrics([{"kind": "step", "epoch": epoch, "step": s, "train_loss": v} for s, v in points])
         for step, value in points:
             sink.scalars("train_loss", x=step, values={"loss": value, "smoothed": smoothed(value)})
-        if config.schedule != "constant":  # a constant rate is in the config pane
-            rates.append((points[-1][0], schedule(points[-1][0] - 1)))
+        if sink.active and config.schedule != "constant":  # a constant rate is in the config pane
+            held.scalars("lr", x=points[-1][0], values={"lr": schedule(points[-1][0] - 1)})
 
     def show(record: dict, evaluations: dict[str, Evaluation]) -> None:
-        """The epoch on the dashboard: curves always, costly panes when the budget allows and at the end."""
+        """The epoch on the dashboard: curves always; the rest when the budget allows, and at the end."""
         nonlocal config_shown
         report_curves(sink, record)
-        panes = record["epoch"] == config.epochs or budget.due()
-        if panes:
-            started = time.perf_counter()
-            report_panes(sink, record, evaluations[shown], getattr(data, shown), shown, data.classes, parts, samples)
-            budget.spent(started, time.perf_counter() - started)
-        report_layers(sink, record, parts, len(data.train))
-        for step, rate in rates:  # drawn with the epoch, so its window comes after the curves
-            sink.scalars("lr", x=step, values={"lr": rate})
-        rates.clear()
-        if not config_shown:  # after the first epoch's panes, so its window comes last on the page
+        report_layers(held, record, parts, len(data.train))
+        if record["epoch"] < config.epochs and not budget.due():
+            return
+        started = time.perf_counter()
+        report_panes(sink, record, evaluations[shown], getattr(data, shown), shown, data.classes, parts, samples)
+        held.release(sink)
+        if not config_shown:  # after the first panes, so its window comes last on the page
             sink.config(settings)
             config_shown = True
-        if panes:
-            sink.save()
+        sink.save()
+        budget.spent(started, time.perf_counter() - started)
 
     def epoch_done(record: dict, evaluations: dict[str, Evaluation]) -> None:
         run.append_metrics([record])
@@ -206,6 +207,7 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
                          on_epoch=epoch_done, should_stop=stop.requested)
         except Interrupted:
             save()
+            held.release(sink)
             sink.save()
             run.write_status("stopped", epoch=progress.epoch, step=progress.step)
             raise Stopped(
@@ -221,6 +223,8 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
             ) from None
         except Pruned:
             save()
+            held.release(sink)
+            sink.save()
             run.write_status("pruned", epoch=progress.epoch)
             raise
         except BaseException as err:

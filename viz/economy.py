@@ -21,29 +21,30 @@ class Budget:
 
     A refresh that cost ``c`` seconds (measured where it ran, and, through ``background``,
     where it was drawn and sent) is followed by at least ``c / share`` seconds without one.
-    The first refresh is always due (its cost is not known yet); the caller refreshes at
-    the last epoch regardless, so the final state is always shown.
+    Before the first refresh its cost is not known: it is taken to be ``prior`` seconds,
+    counted from the budget's creation, so a run of a few seconds is not slowed by a
+    refresh midway. The caller refreshes at the last epoch regardless, so the final state
+    is always shown.
 
     Example:
-        >>> budget = Budget(0.02)
-        >>> budget.due()
-        True
-        >>> budget.spent(started=0.0, seconds=0.05)  # due again 2.5 s after it started
+        >>> clock = iter([0.0, 4.0, 5.0]).__next__
+        >>> budget = Budget(0.02, prior=0.1, clock=clock)  # created at 0 s
+        >>> budget.due(), budget.due()  # at 4 s, then at 5 s
+        (False, True)
+        >>> budget.spent(started=5.0, seconds=0.05)  # due again 2.5 s after it started
     """
 
     def __init__(self, share: float, background: Callable[[], float] = lambda: 0.0,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, prior: float = 0.0):
         self.share = share
         self.background = background  # seconds spent so far elsewhere on these panes (the sender)
         self.clock = clock
-        self.started: float | None = None  # when the last refresh began
-        self.seconds = 0.0  # what it cost in the caller's thread
+        self.started = clock()  # when the last refresh began (none yet: when the budget was made) ...
+        self.seconds = prior  # ... and what it cost in the caller's thread
         self.background_mark = 0.0  # background() when it began
 
     def due(self) -> bool:
         """Whether enough time passed since the last refresh for its cost to fit the share."""
-        if self.started is None:
-            return True
         cost = self.seconds + self.background() - self.background_mark
         return self.clock() - self.started >= cost / self.share
 

@@ -87,6 +87,31 @@ class Sink:
         return 0.0
 
 
+class HeldSink(Sink):
+    """Keeps events back until ``release``: windows that need not be redrawn every epoch.
+
+    Each window the server holds costs a request per update; the per-layer norms, the
+    throughput and the learning rate are drawn when the costly panes are, with every
+    point they collected meanwhile. Released in page order (``viz.windows``), so the
+    windows they create land after the panes.
+    """
+
+    def __init__(self):
+        self.held: list[dict] = []
+
+    def emit(self, event: dict) -> None:
+        self.held.append(event)
+
+    def release(self, sink: Sink) -> None:
+        """Pass every held event to ``sink``, window by window in page order, each window's in time order."""
+        from viz.windows import WINDOWS
+
+        order = {win: i for i, win in enumerate(WINDOWS)}
+        for event in sorted(self.held, key=lambda e: order.get(e.get("win"), len(order))):  # a stable sort
+            sink.emit(event)
+        self.held.clear()
+
+
 class RecordingSink(Sink):
     """Keeps every event in ``events``; for tests."""
 
