@@ -602,3 +602,32 @@ def test_make_sink(tmp_path, monkeypatch, capsys):
     assert "http://example.invalid:9001" in capsys.readouterr().err
     sink.close(timeout=5)
 
+
+
+# ---------------------------------------------------------------- fewer events, fewer requests
+
+
+def test_a_series_event_draws_like_the_scalar_events_it_replaces():
+    one_by_one, at_once = mock_vis(), mock_vis()
+    Renderer(one_by_one, ENV).render([scalars("train_loss", x, {"loss": 1 / x, "smoothed": 2 / x}) for x in (1, 2, 3)])
+    Renderer(at_once, ENV).render([{"kind": "series", "win": "train_loss", "x": [1, 2, 3],
+                                    "values": {"loss": [1, 1 / 2, 1 / 3], "smoothed": [2, 1, 2 / 3]}}])
+    assert line_calls(one_by_one) == line_calls(at_once)
+    assert one_by_one.add_trace.call_args_list == at_once.add_trace.call_args_list
+
+
+def test_held_events_are_released_in_page_order_each_window_in_time_order():
+    from viz.sink import HeldSink
+
+    held, sink = HeldSink(), RecordingSink()
+    held.scalars("lr", x=50, values={"lr": 0.1})
+    held.scalars("throughput", x=1, values={"samples/s": 10.0})
+    held.scalars("weight_norm", x=1, values={"w": 1.0})
+    held.scalars("lr", x=100, values={"lr": 0.05})
+    held.scalars("weight_norm", x=2, values={"w": 2.0})
+    assert sink.events == []
+    held.release(sink)
+    assert [(e["win"], e["x"]) for e in sink.events] == [
+        ("weight_norm", 1), ("weight_norm", 2), ("throughput", 1), ("lr", 50), ("lr", 100)]
+    held.release(sink)
+    assert len(sink.events) == 5  # released once

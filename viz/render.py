@@ -155,6 +155,10 @@ class Renderer:
                 for trace, value in event["values"].items():
                     points[(env, event["win"], trace)].append((event["x"], value))
                 continue
+            if event["kind"] == "series":
+                for trace, values in event["values"].items():
+                    points[(self.env, event["win"], trace)].extend(zip(event["x"], values))
+                continue
             self._lines(points)
             points.clear()
             getattr(self, f"_{event['kind']}")(event)

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 
-KINDS = {"scalars", "images", "templates", "text", "heatmap", "confusion", "bars", "histogram", "config", "save"}
+KINDS = {"scalars", "series", "images", "templates", "text", "heatmap", "confusion", "bars", "histogram", "config",
+         "save"}
+POINT_KINDS = {"scalars", "series"}  # events that add points to line windows
 
 
 class Sink:
@@ -35,6 +37,10 @@ class Sink:
     def scalars(self, win: str, x: float, values: dict[str, float], env: str | None = None) -> None:
         """One point per named trace at ``x`` (``env`` None: the run's own environment)."""
         self.emit({"kind": "scalars", "win": win, "env": env, "x": x, "values": values})
+
+    def series(self, win: str, x: list[float], values: dict[str, list[float]]) -> None:
+        """Many points per named trace at once (the per-step loss): one event instead of one per step."""
+        self.emit({"kind": "series", "win": win, "x": x, "values": values})
 
     def images(self, win: str, images: np.ndarray, captions: list[str], marked: list[bool]) -> None:
         """A grid of uint8 grayscale images (N, H, W), a caption each, ``marked`` ones flagged."""

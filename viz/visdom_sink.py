@@ -19,7 +19,7 @@ import requests
 
 from viz.client import connect
 from viz.render import Renderer
-from viz.sink import Sink, read_events
+from viz.sink import POINT_KINDS, Sink, read_events
 
 FLUSH_SECONDS = 1.0  # longest a point waits before it is sent
 MAX_PENDING = 20_000  # events held in memory while the server is away; older ones are dropped
@@ -107,7 +107,7 @@ class VisdomSink(Sink):
                 closing = self._closing
             started = time.perf_counter()
             self._deliver(batch)
-            if any(event["kind"] != "scalars" for event in batch):
+            if any(event["kind"] not in POINT_KINDS for event in batch):
                 self._pane_seconds += time.perf_counter() - started
             if closing:
                 return
