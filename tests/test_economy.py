@@ -11,7 +11,7 @@ from trainers.report import Smoothed
 from viz import render
 from viz.client import Client
 from viz.economy import Budget, decimate
-from viz.render import Renderer, confusion_figure, diverging
+from viz.render import CAPTION, TILE, Renderer, confusion_figure, diverging
 
 
 class Clock:
@@ -160,6 +160,7 @@ def test_confusion_and_templates_events_become_one_request_each():
     message = sent.args[0]
     assert message["win"] == "confusion" and message["eid"] == "run"
     assert message["data"][0]["type"] == "heatmap" and message["data"][0]["customdata"] == [[3, 1], [0, 4]]
-    (images,) = vis.images.call_args_list
-    tiles = images.args[0]
-    assert tiles.shape[:2] == (2, 3) and images.kwargs["win"] == "templates" and images.kwargs["nrow"] == 2
+    (images,) = vis.png.call_args_list
+    image = images.args[0]
+    # two tiles side by side in one row, each with 2 pixels of padding around its frame
+    assert image.shape == (3, TILE + 4 + CAPTION + 4, 2 * (TILE + 4 + 4)) and images.kwargs["win"] == "templates"

@@ -176,13 +176,14 @@ def test_images_become_one_request_of_labelled_rgb_tiles():
 
     vis = mock_vis()
     Renderer(vis, ENV).render(sink.events)
-    (call,) = vis.images.call_args_list
-    (tiles,) = call.args
-    assert tiles.dtype == np.uint8 and tiles.shape == (3, 3, TILE + 4 + CAPTION, TILE + 4)
-    assert call.kwargs == dict(nrow=3, padding=2, win="samples", env=ENV,
+    (call,) = vis.png.call_args_list
+    (image,) = call.args
+    cell_h, cell_w = TILE + 4 + CAPTION + 4, TILE + 4 + 4  # a tile and 2 pixels of padding around it
+    assert image.dtype == np.uint8 and image.shape == (3, cell_h, 3 * cell_w)  # one row of three
+    assert call.kwargs == dict(win="samples", env=ENV,
                                opts={"title": WINDOWS["samples"].title, "width": WINDOWS["samples"].width, "height": WINDOWS["samples"].height})
-    # the image sits inside the 2-pixel frame, enlarged 3x with nearest-neighbour
-    np.testing.assert_array_equal(tiles[1, 0, 2:2 + TILE:3, 2:2 + TILE:3], pixels[1])
+    # the second image sits inside its 2-pixel frame, enlarged 3x with nearest-neighbour
+    np.testing.assert_array_equal(image[0, 4:4 + TILE:3, cell_w + 4:cell_w + 4 + TILE:3], pixels[1])
 
 
 def test_heatmap_bars_histogram_text_and_config_requests():

@@ -193,10 +193,10 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
 
     def epoch_done(record: dict, evaluations: dict[str, Evaluation]) -> None:
         run.append_metrics([record])
+        if sink.active:  # first, so the sender draws while the checkpoint is written
+            show(record, evaluations)
         if record["epoch"] % config.save_every == 0 or record["epoch"] == config.epochs:
             save()
-        if sink.active:
-            show(record, evaluations)
         tqdm.write(epoch_line(record, config.epochs))
         hooks.epoch(record)
 

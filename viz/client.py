@@ -8,13 +8,17 @@ visdom is imported with torch hidden unless torch is already loaded.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
 import math
 import os
 import sys
 
+import numpy as np
 import requests
+from PIL import Image
 
 REQUEST_TIMEOUT = 10.0  # seconds; a hung server must not hang a sender forever
 
@@ -47,6 +51,18 @@ class Client(visdom.Visdom):
     def win_exists(self, win, env=None):
         """Whether the window is on the server; ConnectionError when the server does not answer."""
         return self._win_exists_wrap(win, env) == "true"
+
+    def png(self, image: np.ndarray, win: str, env: str, opts: dict) -> str:
+        """Draw a uint8 RGB image (3, H, W) as window ``win``: the request of visdom's ``image``.
+
+        visdom's own PNG uses zlib's default level, which on these grids takes three times
+        as long as level 1 for 6% fewer bytes, and its ``images`` builds the grid in floats.
+        """
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0))).save(buffer, format="PNG", compress_level=1)
+        source = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        return self._send({"data": [{"content": {"src": source, "caption": None}, "type": "image"}],
+                           "win": win, "eid": env, "opts": opts})
 
     def append_traces(self, win: str, env: str, points: list[tuple[list[float], list[float]] | None]) -> str:
         """Append points to every trace of an existing line window in one request.

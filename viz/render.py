@@ -39,6 +39,19 @@ def label_tiles(images: np.ndarray, captions: list[str], marked: list[bool | Non
     return np.stack(tiles)
 
 
+def grid(tiles: np.ndarray, columns: int, padding: int = 2) -> np.ndarray:
+    """Tiles (N, 3, H, W) laid out ``columns`` to a row, ``padding`` dark pixels around each: (3, H', W')."""
+    n, channels, height, width = tiles.shape
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    cell_h, cell_w = height + 2 * padding, width + 2 * padding
+    image = np.zeros((channels, rows * cell_h, columns * cell_w), dtype=np.uint8)
+    for k, tile in enumerate(tiles):
+        top, left = (k // columns) * cell_h + padding, (k % columns) * cell_w + padding
+        image[:, top:top + height, left:left + width] = tile
+    return image
+
+
 def curve(points: list[tuple[float, float]], limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The x and y arrays of (x, y) points; with ``limit``, decimated to at most that many."""
     x, y = (np.array(column, dtype=float) for column in zip(*points))
@@ -227,8 +240,7 @@ class Renderer:
 
     def _images(self, event: dict) -> None:
         tiles = label_tiles(decode_images(event), event["captions"], event["marked"])
-        self.vis.images(tiles, nrow=min(8, len(tiles)), padding=2, win=event["win"], env=self.env,
-                        opts=opts(event["win"]))
+        self.vis.png(grid(tiles, columns=8), win=event["win"], env=self.env, opts=opts(event["win"]))
 
     def _text(self, event: dict) -> None:
         self.vis.text(event["html"], win=event["win"], env=self.env, opts=opts(event["win"]))
@@ -239,8 +251,8 @@ class Renderer:
     def _templates(self, event: dict) -> None:
         weights = decode_array(event)
         tiles = label_tiles(diverging(weights), event["captions"], [None] * len(weights))
-        self.vis.images(tiles, nrow=min(event.get("columns", 8), len(tiles)), padding=2, win=event["win"],
-                        env=self.env, opts=opts(event["win"]))
+        self.vis.png(grid(tiles, columns=event.get("columns", 8)), win=event["win"], env=self.env,
+                     opts=opts(event["win"]))
 
     def _confusion(self, event: dict) -> None:
         send_figure(self.vis, self.env, event["win"], confusion_figure(np.array(event["counts"]), event["classes"]))
