@@ -8,6 +8,7 @@ TRAINVIZ_REQUIRE_FULL (CI).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -31,38 +32,55 @@ def as_postgres(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
-@pytest.fixture(scope="module")
-def database():
-    """The URL of an empty database in a throwaway PostgreSQL cluster, with a password-protected user."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not found:
-        missing("PostgreSQL is not installed (apt-get install postgresql)")
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        missing("psycopg is not installed (pip install 'psycopg[binary]')")
-    bin_dir = found[-1].parent
-    # Outside pytest's own temporary folders, which the postgres user may not enter.
-    root = Path(tempfile.mkdtemp(prefix="trainviz-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-    port, password = free_port(), secrets.token_hex(8)
-    data = root / "data"
-    subprocess.run(as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]),
-                   check=True, capture_output=True)
-    subprocess.run(as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                                f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"]),
-                   check=True, capture_output=True)
-    try:
-        psql = [str(bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-q"]
+class Cluster:
+    """A throwaway PostgreSQL cluster in a temporary folder on a free port, with a password-protected user."""
+
+    def __init__(self):
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not found:
+            missing("PostgreSQL is not installed (apt-get install postgresql)")
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            missing("psycopg is not installed (pip install 'psycopg[binary]')")
+        self.bin = found[-1].parent
+        # Outside pytest's own temporary folders, which the postgres user may not enter.
+        self.root = Path(tempfile.mkdtemp(prefix="trainviz-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+        self.port, password = free_port(), secrets.token_hex(8)
+        self.data = self.root / "data"
+        subprocess.run(as_postgres([str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"]),
+                       check=True, capture_output=True)
+        self.start()
+        psql = [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-q"]
         subprocess.run([*psql, "-c", f"CREATE USER sweeper PASSWORD '{password}'"], check=True, capture_output=True)
         subprocess.run([*psql, "-c", "CREATE DATABASE sweeps OWNER sweeper"], check=True, capture_output=True)
-        yield f"postgresql://sweeper:{password}@127.0.0.1:{port}/sweeps"
-    finally:
-        # pg_ctl stops the server by the pid in its data folder's postmaster.pid
-        subprocess.run(as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+        self.url = f"postgresql://sweeper:{password}@127.0.0.1:{self.port}/sweeps"
+
+    def start(self) -> None:
+        subprocess.run(as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-w",
+                                    "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1", "start"]),
+                       check=True, capture_output=True)
+
+    def stop(self) -> None:
+        """Stop the server at once (pg_ctl signals the pid in its data folder's postmaster.pid)."""
+        subprocess.run(as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]),
                        capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def database():
+    """The URL of an empty database in a throwaway cluster shared by the module's tests."""
+    cluster = Cluster()
+    try:
+        yield cluster.url
+    finally:
+        cluster.remove()
 
 
 def sweep(idx: Path, out: Path, url: str, study: str, *args: str, log: Path) -> subprocess.Popen:
@@ -145,3 +163,39 @@ def test_a_machine_killed_mid_trial_leaves_the_study_to_the_other(database, tmp_
     assert [t.state.name for t in done].count("FAIL") == 1
     (killed,) = [p.parent for p in tmp_path.glob("machine-a/kill4/trial-*/status.json")]
     assert '"failed"' in (killed / "status.json").read_text()
+
+
+def test_a_storage_lost_mid_sweep_stops_it_with_one_line_and_the_same_command_continues(tmp_path):
+    from tests.conftest import write_idx_dir
+
+    cluster = Cluster()  # its own: this test stops the server
+    try:
+        idx = write_idx_dir(tmp_path / "idx", n_train=8300)
+        grid = ["--param", "lr=0.05|0.1|0.2", "--epochs", "2", "--batch-size", "8"]
+        first = sweep(idx, tmp_path / "out", cluster.url, "lost", *grid, log=tmp_path / "first.log")
+        try:
+            deadline = time.monotonic() + 120
+            while not any('"kind": "epoch"' in m.read_text() for m in tmp_path.glob("out/lost/*/metrics.jsonl")):
+                assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()
+                time.sleep(0.02)
+            cluster.stop()
+            finish([first])
+        finally:
+            if first.poll() is None:
+                os.killpg(first.pid, signal.SIGKILL)
+                first.wait()
+        log = (tmp_path / "first.log").read_text()
+        assert first.returncode == 1 and "Traceback" not in log, log
+        assert "lost the storage" in log and "run the same command to continue" in log, log
+        assert cluster.url.split(":")[2].split("@")[0] not in log
+        (interrupted,) = [json.loads(p.read_text())["status"] for p in tmp_path.glob("out/lost/trial-*/status.json")]
+        assert interrupted == "failed"
+
+        cluster.start()
+        again = sweep(idx, tmp_path / "out", cluster.url, "lost", *grid, log=tmp_path / "again.log")
+        finish([again])
+        assert again.returncode == 0, (tmp_path / "again.log").read_text()
+        done = trials(cluster.url, "lost")
+        assert sorted(t.params["lr"] for t in done if t.state.name == "COMPLETE") == ["0.05", "0.1", "0.2"]
+    finally:
+        cluster.remove()

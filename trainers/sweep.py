@@ -50,6 +50,8 @@ HEARTBEAT = 10  # default seconds between a running trial's heartbeats (database
 GRACE_BEATS = 3  # a trial whose heartbeat is this many intervals old is failed and run again
 WARMUP_EPOCHS = 1  # the median pruner judges a trial from its second epoch on ...
 STARTUP_TRIALS = 3  # ... once this many trials have reported that epoch
+# What a database storage raises when it goes away: SQLAlchemy's errors, or Optuna's wrapping of them.
+STORAGE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
 TABLE_RACE_RETRIES = 3  # tries again to open a database whose tables another machine is creating
 HOST = socket.gethostname()
 
@@ -458,7 +460,7 @@ def run(sweep: Sweep) -> None:
         signum = _run_workers(sweep, study, board)
     try:
         trials = study.get_trials(deepcopy=False)
-    except sqlalchemy.exc.SQLAlchemyError as err:
+    except STORAGE_ERRORS as err:
         raise StorageLost(f"lost the storage {masked(sweep.storage)} ({_first_line(err)}); the trial folders "
                           "are intact: run the same command to continue once it answers") from None
     if board is not None:
@@ -502,7 +504,7 @@ def _run_workers(sweep: Sweep, study: optuna.Study, board) -> int | None:
                 time.sleep(POLL)
                 try:
                     trials = study.get_trials(deepcopy=False)
-                except sqlalchemy.exc.SQLAlchemyError:
+                except STORAGE_ERRORS:
                     continue  # the storage is gone: the workers say so and stop
                 bar.update(sweep.trials - outstanding(trials) - bar.n)
                 best = best_trial(trials)
@@ -530,7 +532,10 @@ class StorageLost(click.ClickException):
     """The database went away during the sweep: exit status 1."""
 
 
-def _first_line(err: Exception) -> str:
+def _first_line(err: BaseException) -> str:
+    """The first line of what went wrong, from the driver's own error when there is one, password masked."""
+    while isinstance(err, optuna.exceptions.StorageInternalError) and err.__cause__ is not None:
+        err = err.__cause__  # Optuna's wrapper says only "an exception is raised during the commit"
     lines = str(getattr(err, "orig", None) or err).strip().splitlines()
     return masked(lines[0]) if lines else type(err).__name__
 
