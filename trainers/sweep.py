@@ -48,7 +48,7 @@ from trainers.search import PLUMBING, Param, convert, differences, grid_points
 POLL = 1.0  # seconds between a waiting worker's (and the progress bar's) looks at the study
 HEARTBEAT = 10  # default seconds between a running trial's heartbeats (database storages)
 GRACE_BEATS = 3  # a trial whose heartbeat is this many intervals old is failed and run again
-WARMUP_EPOCHS = 1  # the median pruner judges a trial from its second epoch on ...
+FIRST_JUDGED_EPOCH = 2  # the median pruner judges a trial from its second epoch on (epochs count from 1) ...
 STARTUP_TRIALS = 3  # ... once this many trials have reported that epoch
 # What a database storage raises when it goes away: SQLAlchemy's errors, or Optuna's wrapping of them.
 STORAGE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
@@ -312,7 +312,7 @@ def make_sampler(sweep: Sweep, seed: int) -> optuna.samplers.BaseSampler:
 def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
     if not sweep.prune:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=WARMUP_EPOCHS + 1)
+    return optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=FIRST_JUDGED_EPOCH)
 
 
 def suggest(trial: optuna.Trial, param: Param):
@@ -362,7 +362,7 @@ def _work(sweep: Sweep, index: int, stopping: threading.Event) -> None:
                     resolve_device(sweep.config["device"]))
     except DataError as err:
         raise UserError(str(err)) from None
-    seed = sampler_seed(sweep.seed + index)
+    seed = sampler_seed(sweep.seed)
     study = optuna.load_study(study_name=sweep.study, storage=open_storage(sweep),
                               sampler=make_sampler(sweep, seed), pruner=make_pruner(sweep))
     print(f"worker {index} on {HOST}, pid {os.getpid()}, sampler seed {seed}, "
