@@ -51,9 +51,9 @@ WINDOWS = {
     "compare_train": Window("Training loss of the chosen runs (epoch means)", "epoch", "cross-entropy",
                             width=900, height=400, whole=True),
     # trainviz sweep: the study's own environment
-    "sweep_val_acc": Window("Validation accuracy of every trial", "epoch", "accuracy", width=900, height=450),
-    "sweep_parcoords": Window("Settings -> validation accuracy", width=900, height=450),
-    "sweep_trials": Window("Trials, best first", width=1000, height=450),
+    "sweep_val_acc": Window("Validation accuracy of every trial", "epoch", "accuracy", width=780, height=450),
+    "sweep_parcoords": Window("Settings -> validation accuracy", width=780, height=450),
+    "sweep_trials": Window("Trials, best first", width=1570, height=400),
 }
 
 
