@@ -3,6 +3,7 @@
 #   ./launch.sh                   set up (first use), start visdom, train all four trainers live
 #   ./launch.sh -j 4              the same, the four trainers in parallel
 #   ./launch.sh TRAINER [OPTIONS] one trainer (scratch-softmax, nn-softmax, mlp-lowlevel, mlp)
+#   ./launch.sh sweep TRAINER ... any other trainviz command (sweep, runs, compare, ...), with the server up
 #   ./launch.sh test [PYTEST...]  set up, then run the test suite
 #   ./launch.sh stop              stop the visdom server this script started
 #   ./launch.sh setup             only set up
