@@ -169,11 +169,12 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
 
     def on_steps(epoch: int, points: list[tuple[int, float]]) -> None:
         run.append_metrics([{"kind": "step", "epoch": epoch, "step": s, "train_loss": v} for s, v in points])
-        if sink.active:
-            steps, losses = [s for s, _ in points], [v for _, v in points]
-            sink.series("train_loss", steps, {"loss": losses, "smoothed": [smoothed(v) for v in losses]})
-        if sink.active and config.schedule != "constant":  # a constant rate is in the config pane
-            held.scalars("lr", x=points[-1][0], values={"lr": schedule(points[-1][0] - 1)})
+        if not sink.active:
+            return
+        steps, losses = [s for s, _ in points], [v for _, v in points]
+        sink.series("train_loss", steps, {"loss": losses, "smoothed": [smoothed(v) for v in losses]})
+        if config.schedule != "constant":  # a constant rate is in the config pane
+            held.scalars("lr", x=steps[-1], values={"lr": schedule(steps[-1] - 1)})
 
     def show(record: dict, evaluations: dict[str, Evaluation]) -> None:
         """The epoch on the dashboard: curves always; the rest when the budget allows, and at the end."""
