@@ -451,7 +451,7 @@ def run(sweep: Sweep) -> None:
     sweep.folder.mkdir(parents=True, exist_ok=True)
     reap(study)
     trials = study.get_trials(deepcopy=False)
-    click.echo(f"study {sweep.study}: {sweep.trials} trials ({sweep.sampler}{', pruned' if sweep.prune else ''}), "
+    click.echo(f"study {sweep.study}: {sweep.trials} trial{'s' * (sweep.trials != 1)} ({sweep.sampler}{', pruned' if sweep.prune else ''}), "
                f"{sweep.jobs} worker{'s' * (sweep.jobs > 1)} here; trials in {sweep.folder}; "
                f"storage {masked(sweep.storage)}")
     board = make_board(sweep)
@@ -650,8 +650,14 @@ def make_board(sweep: Sweep):
     from viz.sweep_board import SweepBoard
     from viz.visdom_sink import connect
 
-    vis = connect(sweep.config["server"], sweep.config["port"], sweep.study)
-    return None if vis is None else SweepBoard(vis, sweep.study, [p.field for p in sweep.params])
+    server, port = sweep.config["server"], sweep.config["port"]
+    vis = connect(server, port, sweep.study)
+    if vis is None:
+        click.echo(f"warning: no visdom server answers at {server}:{port}; the sweep goes on without its "
+                   f"dashboard, and each trial keeps its events.jsonl for trainviz replay "
+                   f"(trainviz server start --port {port})", err=True)
+        return None
+    return SweepBoard(vis, sweep.study, [p.field for p in sweep.params])
 
 
 def plan(trainer: str, config: dict, params: list[Param], *, study: str | None, storage: str | None,
