@@ -115,9 +115,10 @@ def open_storage(sweep: Sweep):
                                       grace_period=GRACE_BEATS * sweep.heartbeat,
                                       heartbeat_stale_trial_callback=_rerun_stale,
                                       engine_kwargs=_engine_options(url))
-            except sqlalchemy.exc.IntegrityError:
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
                 # Machines started together on an empty database both create Optuna's
-                # tables; the one that loses finds them made on its next try.
+                # tables (a duplicate key, or "relation already exists"); the one that
+                # loses finds them made on its next try.
                 if attempt == TABLE_RACE_RETRIES:
                     raise
                 time.sleep(0.5 + attempt)
