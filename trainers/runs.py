@@ -105,9 +105,13 @@ def format_table(rows: list[dict]) -> str:
             return "-" if value is None else f"{value:.4f}"
         return str(value)
 
-    table = [[heading for _, heading in COLUMNS]] + [[cell(row, key) for key, _ in COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in table)
+    return text_table([[heading for _, heading in COLUMNS], *[[cell(row, key) for key, _ in COLUMNS] for row in rows]])
+
+
+def text_table(lines: list[list[str]]) -> str:
+    """Rows of cells (the first the headings) as left-aligned columns two spaces apart."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join("  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in lines)
 
 
 def comparison_events(runs: list[RunDir], env: str) -> list[dict]:

@@ -42,8 +42,9 @@ from tqdm import tqdm
 from trainers.catalog import TRAINERS
 from trainers.options import UserError
 from trainers.run import Pruned, RunDir, RunHooks, process_alive
-from trainers.runs import epoch_records
+from trainers.runs import epoch_records, text_table
 from trainers.search import PLUMBING, Param, convert, differences, grid_points
+from viz.sweep_board import SweepBoard, label, short
 
 POLL = 1.0  # seconds between a waiting worker's (and the progress bar's) looks at the study
 HEARTBEAT = 10  # default seconds between a running trial's heartbeats (database storages)
@@ -554,12 +555,6 @@ def state_name(trial: FrozenTrial) -> str:
     return trial.state.name.lower()
 
 
-def describe(values: dict) -> str:
-    """Settings as ``lr=0.1 hidden=200,200``, numbers short."""
-    return " ".join(f"{k.replace('_', '-')}={v:.3g}" if isinstance(v, float) else f"{k.replace('_', '-')}={v}"
-                    for k, v in values.items())
-
-
 def trial_rows(trials: list[FrozenTrial]) -> list[dict]:
     """The study's trials as plain rows, best first: what the table and the dashboard show."""
     rows = []
@@ -582,15 +577,10 @@ def summary_table(sweep: Sweep, trials: list[FrozenTrial]) -> str:
         return "no trials have run yet"
     names = [p.field for p in sweep.params]
     head = ["#", *[n.replace("_", "-") for n in names], "val acc", "epochs", "state", "seconds"]
-    body = [[str(r["number"]), *[_short(r["params"].get(n)) for n in names],
+    body = [[str(r["number"]), *[short(r["params"].get(n)) for n in names],
              "-" if r["value"] is None else f"{r['value']:.4f}", str(r["epochs"]), r["state"],
              "-" if r["seconds"] is None else f"{r['seconds']:.0f}"] for r in rows]
-    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [head, *body])
-
-
-def _short(value) -> str:
-    return "-" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+    return text_table([head, *body])
 
 
 def report_choice(sweep: Sweep, study: optuna.Study, trials: list[FrozenTrial]) -> None:
@@ -601,7 +591,7 @@ def report_choice(sweep: Sweep, study: optuna.Study, trials: list[FrozenTrial]) 
         return
     run_dir = best.user_attrs.get("run_dir")
     values = settings_of(best)  # as sampled; the run's config.json has them as the options made them
-    click.echo(f"chosen: trial {best.number} ({describe(settings_of(best))}), validation accuracy {best.value:.4f}, "
+    click.echo(f"chosen: trial {best.number} ({label(settings_of(best))}), validation accuracy {best.value:.4f}, "
                f"folder {run_dir} on {best.user_attrs.get('host')}")
     if best.user_attrs.get("host") == HOST and run_dir and Path(run_dir).is_dir():
         run = RunDir(Path(run_dir))
@@ -648,8 +638,7 @@ def make_board(sweep: Sweep):
     """The study's own dashboard environment, or None with --no-viz or no server."""
     if not sweep.config["viz"]:
         return None
-    from viz.sweep_board import SweepBoard
-    from viz.visdom_sink import connect
+    from viz.visdom_sink import connect  # visdom's client: only for a sweep with a dashboard
 
     server, port = sweep.config["server"], sweep.config["port"]
     vis = connect(server, port, sweep.study)

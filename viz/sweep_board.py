@@ -16,11 +16,12 @@ COLORSCALE = "Viridis"
 
 def label(params: dict) -> str:
     """A trial's settings as a trace name: ``lr=0.1 hidden=200,200``."""
-    return " ".join(f"{k.replace('_', '-')}={_short(v)}" for k, v in params.items())
+    return " ".join(f"{k.replace('_', '-')}={short(v)}" for k, v in params.items())
 
 
-def _short(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+def short(value) -> str:
+    """A setting as a table shows it: floats to 3 significant digits, a missing one as -."""
+    return "-" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def curves_figure(rows: list[dict]) -> dict:
@@ -79,7 +80,7 @@ def trials_html(rows: list[dict], fields: list[str]) -> str:
     for r in rows:
         style = "background:#fff3c4;font-weight:bold" if r["number"] == best else ""
         cells = [("&#9733; " if r["number"] == best else "") + str(r["number"]),
-                 *[html.escape(_short(r["params"].get(f, "-"))) for f in fields],
+                 *[html.escape(short(r["params"].get(f))) for f in fields],
                  "-" if r["value"] is None else f"{r['value']:.4f}", str(r["epochs"]), html.escape(r["state"]),
                  "-" if r["seconds"] is None else f"{r['seconds']:.0f}",
                  f"<a href='env/{html.escape(r['env'])}' target='_blank'>{html.escape(r['env'])}</a>"
