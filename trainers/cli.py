@@ -131,6 +131,16 @@ cli.add_command(sweep_group)
 cli.add_command(server_cli)
 
 
+def visdom_at(server: str, port: int, env: str):
+    """A client of the visdom server at server:port, or a UserError saying how to start one."""
+    from viz.visdom_sink import connect  # visdom's client: only for the commands that draw
+
+    vis = connect(server, port, env)
+    if vis is None:
+        raise UserError(f"no visdom server answers at {server}:{port}; start one with: trainviz server start")
+    return vis
+
+
 @cli.command("replay")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @server_options
@@ -144,13 +154,11 @@ def replay_command(run_dir: Path, server: str, port: int, env: str | None):
         raise UserError(f"{run_dir} holds no config.json; name the environment with --env")
     from viz.render import Renderer
     from viz.sink import read_events
-    from viz.visdom_sink import connect, rebuild
+    from viz.visdom_sink import rebuild
 
     events, damaged = read_events(run.events_file)
     env = env or run.read_config().get("env") or run.path.name
-    vis = connect(server, port, env)
-    if vis is None:
-        raise UserError(f"no visdom server answers at {server}:{port}; start one with: trainviz server start")
+    vis = visdom_at(server, port, env)
     rebuild(vis, Renderer(vis, env), events)
     note = f"; skipped {damaged} damaged line{'s' * (damaged != 1)}" if damaged else ""
     click.echo(f"replayed {len(events)} events into environment {env} at {server}:{port}{note}")
@@ -187,11 +195,8 @@ def compare_command(run_dirs: tuple[Path, ...], server: str, port: int, env: str
             raise UserError(f"{run.path} is not a trainviz run folder (no config.json and metrics.jsonl)")
     from trainers.runs import comparison_events
     from viz.render import Renderer
-    from viz.visdom_sink import connect
 
-    vis = connect(server, port, env)
-    if vis is None:
-        raise UserError(f"no visdom server answers at {server}:{port}; start one with: trainviz server start")
+    vis = visdom_at(server, port, env)
     vis.close(None, env=env)  # only the runs asked for
     renderer = Renderer(vis, env)
     renderer.render([*comparison_events(runs, env), {"kind": "save"}])

@@ -591,11 +591,12 @@ def report_choice(sweep: Sweep, study: optuna.Study, trials: list[FrozenTrial]) 
         return
     run_dir = best.user_attrs.get("run_dir")
     values = settings_of(best)  # as sampled; the run's config.json has them as the options made them
-    click.echo(f"chosen: trial {best.number} ({label(settings_of(best))}), validation accuracy {best.value:.4f}, "
+    click.echo(f"chosen: trial {best.number} ({label(values)}), validation accuracy {best.value:.4f}, "
                f"folder {run_dir} on {best.user_attrs.get('host')}")
     if best.user_attrs.get("host") == HOST and run_dir and Path(run_dir).is_dir():
         run = RunDir(Path(run_dir))
-        values = {field: run.read_config()[field] for field in values}
+        config = run.read_config()
+        values = {field: config[field] for field in values}
         accuracy = test_accuracy(run, sweep.config["device"])
         study.set_user_attr("test", {"trial": best.number, "test_acc": accuracy})
         click.echo(f"test accuracy of trial {best.number}: {accuracy:.4f} (the test set was used for this trial only)")
@@ -604,13 +605,14 @@ def report_choice(sweep: Sweep, study: optuna.Study, trials: list[FrozenTrial]) 
 
 def test_accuracy(run: RunDir, device: str) -> float:
     """The run's test accuracy, evaluated once and then kept in its metrics.jsonl as a "test" record."""
-    for record in epoch_records(run):
+    records = epoch_records(run)
+    for record in records:
         if record.get("kind") == "test":
             return record["test_acc"]
     from trainers.command import evaluate_run
 
     result = evaluate_run(run, None, device)
-    last = [r for r in epoch_records(run) if r.get("kind") == "epoch"][-1]
+    last = [r for r in records if r.get("kind") == "epoch"][-1]
     run.append_metrics([{"kind": "test", "epoch": last["epoch"], "step": last["step"],
                          "test_loss": result.loss, "test_acc": result.accuracy}])
     return result.accuracy
