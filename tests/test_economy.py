@@ -92,24 +92,18 @@ def test_traces_on_the_server_stay_bounded(monkeypatch):
     vis = MagicMock(spec=Client)
     vis.win_exists.return_value = True
     renderer = Renderer(vis, "run")
-    on_server, replaced = 0, 0
+    sizes = []
     for start in range(0, 1000, 30):  # 30 steps per flush, as the sender would batch them
-        last = float(min(start + 29, 999))
         vis.reset_mock()
         renderer.render([{"kind": "scalars", "win": "train_loss", "env": None, "x": float(s),
                           "values": {"loss": 1.0 / (s + 1)}} for s in range(start, min(start + 30, 1000))])
-        (sent,) = [c for c in vis.method_calls if c[0] in ("line", "append_traces")]
-        if sent[0] == "append_traces":
-            ((x, _),) = sent.args[2]
-            on_server += len(x)
-        elif sent.kwargs.get("update") == "replace":  # the whole history, decimated
-            x = sent.kwargs["X"].tolist()
-            assert x[0] == 0.0 and x[-1] == last
-            on_server, replaced = len(x), replaced + 1
-        else:  # the first batch creates the window
-            on_server = len(sent.kwargs["X"])
-        assert on_server <= 100
-    assert replaced >= 10  # redrawn now and then, appended to in between
+        (sent,) = vis.lines.call_args_list  # the window, drawn whole
+        ((name, x, y, _),) = sent.args[0]
+        assert name == "loss" and x[0] == 0.0 and x[-1] == float(min(start + 29, 999)) and x == sorted(x)
+        sizes.append(len(x))
+    assert max(sizes) <= 100
+    decimated = sum(later < earlier for earlier, later in zip(sizes, sizes[1:]))
+    assert decimated >= 10  # cut back to half the cap now and then, growing in between
 
 
 # --- the new panes ------------------------------------------------------------------------
@@ -163,4 +157,4 @@ def test_confusion_and_templates_events_become_one_request_each():
     (images,) = vis.png.call_args_list
     image = images.args[0]
     # two tiles side by side in one row, each with 2 pixels of padding around its frame
-    assert image.shape == (3, TILE + 4 + CAPTION + 4, 2 * (TILE + 4 + 4)) and images.kwargs["win"] == "templates"
+    assert image.shape == (TILE + 4 + CAPTION + 4, 2 * (TILE + 4 + 4), 3) and images.kwargs["win"] == "templates"

@@ -28,7 +28,7 @@ from viz.render import CAPTION, GREEN, RED, TILE, LostState, Renderer, label_til
 from viz.render import TRACE_CAP
 from viz.sink import RecordingSink, Sink, decode_array, decode_images, read_events
 from viz.visdom_sink import VisdomSink, rebuild
-from viz.windows import WINDOWS
+from viz.windows import WINDOWS, opts
 
 SERVER, PORT, ENV = "http://localhost", 8097, "run-1"
 
@@ -58,6 +58,14 @@ def line_calls(vis) -> list[dict]:
     return calls
 
 
+def drawn(vis) -> list[tuple[str, str, dict[str, tuple[list, list, str]]]]:
+    """Each line window drawn whole, in order: (win, env, {trace: (x, y, mode)})."""
+    for c in vis.lines.call_args_list:
+        assert c.kwargs["opts"] == opts(c.kwargs["win"], showlegend=True)
+    return [(c.kwargs["win"], c.kwargs["env"], {name: (x, y, mode) for name, x, y, mode in c.args[0]})
+            for c in vis.lines.call_args_list]
+
+
 def names(vis, skip=("win_exists",)) -> list[str]:
     """The methods called on the client, in order."""
     return [name for name, _, _ in vis.method_calls if name not in skip]
@@ -78,29 +86,23 @@ LOSS_OPTS = {"title": WINDOWS["loss"].title, "width": WINDOWS["loss"].width, "he
 # ---------------------------------------------------------------- Renderer
 
 
-def test_first_scalars_create_the_window_and_later_ones_append():
+def test_each_batch_draws_its_windows_whole_in_one_request_each():
     vis = mock_vis()
     renderer = Renderer(vis, ENV)
     renderer.render([scalars("loss", 1, {"train": 0.5})])
     renderer.render([scalars("loss", 2, {"train": 0.4})])
 
-    assert line_calls(vis) == [
-        dict(Y=[0.5], X=[1.0], win="loss", env=ENV, name="train", update=None,
-             opts={**LOSS_OPTS, "legend": ["train"]}),
-    ]
-    # later points go to every trace of the window in one request, without asking if it exists
-    vis.append_traces.assert_called_once_with("loss", ENV, [([2.0], [0.4])])
+    assert drawn(vis) == [("loss", ENV, {"train": ([1], [0.5], "lines")}),
+                          ("loss", ENV, {"train": ([1, 2], [0.5, 0.4], "lines")})]
+    assert vis.lines.call_args.kwargs["opts"] == LOSS_OPTS
     # before the second batch the renderer checks that the server still holds its window
     vis.win_exists.assert_called_once_with("loss", env=ENV)
 
 
 def test_epoch_mean_trace_is_drawn_with_markers():
     vis = mock_vis()
-    Renderer(vis, ENV).render([scalars("train_loss", 50, {"epoch mean": 1.5})])
-    (call,) = line_calls(vis)
-    assert call["opts"] == {"title": WINDOWS["train_loss"].title, "width": WINDOWS["train_loss"].width, "height": WINDOWS["train_loss"].height,
-                            "xlabel": "step", "ylabel": "cross-entropy", "showlegend": True,
-                            "legend": ["epoch mean"], "markers": True, "markersize": 6}
+    Renderer(vis, ENV).render([scalars("train_loss", 50, {"loss": 1.6}), scalars("train_loss", 50, {"epoch mean": 1.5})])
+    assert drawn(vis) == [("train_loss", ENV, {"loss": ([50], [1.6], "lines"), "epoch mean": ([50], [1.5], "markers")})]
 
 
 def test_consecutive_points_of_a_trace_go_in_one_request_in_order():
@@ -108,21 +110,17 @@ def test_consecutive_points_of_a_trace_go_in_one_request_in_order():
     Renderer(vis, ENV).render([scalars("train_loss", step, {"loss": 3.0 - step / 10}) for step in range(1, 6)]
                               + [scalars("loss", 1, {"train": 0.9, "test": 1.1}),
                                  scalars("loss", 2, {"train": 0.7, "test": 0.8})])
-    calls = line_calls(vis)
-    assert [(c["win"], c["name"], c["X"], c["Y"], c["update"]) for c in calls] == [
-        ("train_loss", "loss", [1.0, 2.0, 3.0, 4.0, 5.0], [2.9, 2.8, 2.7, 2.6, 2.5], None),
-        ("loss", "train", [1.0, 2.0], [0.9, 0.7], None),
+    # one request per window, with all of its traces
+    assert drawn(vis) == [
+        ("train_loss", ENV, {"loss": ([1, 2, 3, 4, 5], [2.9, 2.8, 2.7, 2.6, 2.5], "lines")}),
+        ("loss", ENV, {"train": ([1, 2], [0.9, 0.7], "lines"), "test": ([1, 2], [1.1, 0.8], "lines")}),
     ]
-    # the window exists once "train" made it: "test" is added to it in one request
-    vis.add_trace.assert_called_once_with([1.0, 2.0], [1.1, 0.8], "loss", ENV, "test",
-                                          {**LOSS_OPTS}, mode="lines")
-    vis.append_traces.assert_not_called()
 
     vis.reset_mock()
     renderer = Renderer(vis, ENV)
     renderer.render([scalars("loss", 1, {"train": 0.9, "test": 1.1})])
-    renderer.render([scalars("loss", 2, {"test": 0.8})])
-    vis.append_traces.assert_called_once_with("loss", ENV, [None, ([2.0], [0.8])])  # by position
+    renderer.render([scalars("loss", 2, {"test": 0.8})])  # a trace without new points is drawn as it was
+    assert drawn(vis)[-1] == ("loss", ENV, {"train": ([1], [0.9], "lines"), "test": ([1, 2], [1.1, 0.8], "lines")})
 
 
 def test_a_non_scalar_event_splits_the_batch_in_order():
@@ -130,10 +128,9 @@ def test_a_non_scalar_event_splits_the_batch_in_order():
     Renderer(vis, ENV).render([scalars("train_loss", 1, {"loss": 2.0}), scalars("train_loss", 2, {"loss": 1.9}),
                                {"kind": "text", "win": "predictions", "html": "<b>hi</b>"},
                                scalars("train_loss", 3, {"loss": 1.8})])
-    assert names(vis) == ["line", "text", "append_traces"]
-    (first,) = line_calls(vis)
-    assert (first["X"], first["Y"], first["update"]) == ([1.0, 2.0], [2.0, 1.9], None)
-    vis.append_traces.assert_called_once_with("train_loss", ENV, [([3.0], [1.8])])
+    assert names(vis) == ["lines", "text", "lines"]
+    assert drawn(vis) == [("train_loss", ENV, {"loss": ([1, 2], [2.0, 1.9], "lines")}),
+                          ("train_loss", ENV, {"loss": ([1, 2, 3], [2.0, 1.9, 1.8], "lines")})]
     vis.text.assert_called_once_with("<b>hi</b>", win="predictions", env=ENV,
                                      opts={"title": WINDOWS["predictions"].title, "width": WINDOWS["predictions"].width, "height": WINDOWS["predictions"].height})
 
@@ -164,7 +161,7 @@ def test_compare_curves_are_redrawn_whole_and_created_when_missing():
 def test_save_saves_only_the_run_env_when_compare_was_not_used():
     vis = mock_vis()
     Renderer(vis, ENV).render([scalars("loss", 1, {"train": 1.0}), {"kind": "save"}])
-    assert names(vis) == ["line", "save"]
+    assert names(vis) == ["lines", "save"]
     vis.save.assert_called_once_with([ENV])
 
 
@@ -179,11 +176,11 @@ def test_images_become_one_request_of_labelled_rgb_tiles():
     (call,) = vis.png.call_args_list
     (image,) = call.args
     cell_h, cell_w = TILE + 4 + CAPTION + 4, TILE + 4 + 4  # a tile and 2 pixels of padding around it
-    assert image.dtype == np.uint8 and image.shape == (3, cell_h, 3 * cell_w)  # one row of three
+    assert image.dtype == np.uint8 and image.shape == (cell_h, 3 * cell_w, 3)  # one row of three
     assert call.kwargs == dict(win="samples", env=ENV,
                                opts={"title": WINDOWS["samples"].title, "width": WINDOWS["samples"].width, "height": WINDOWS["samples"].height})
     # the second image sits inside its 2-pixel frame, enlarged 3x with nearest-neighbour
-    np.testing.assert_array_equal(image[0, 4:4 + TILE:3, cell_w + 4:cell_w + 4 + TILE:3], pixels[1])
+    np.testing.assert_array_equal(image[4:4 + TILE:3, cell_w + 4:cell_w + 4 + TILE:3, 0], pixels[1])
 
 
 def test_heatmap_bars_histogram_text_and_config_requests():
@@ -231,12 +228,12 @@ def test_render_raises_lost_state_when_the_server_lost_a_window():
     vis.win_exists.return_value = False
     with pytest.raises(LostState):
         renderer.render([scalars("loss", 2, {"train": 0.9})])
-    assert vis.line.call_count == 1 and not vis.append_traces.called  # nothing sent to a window that is gone
+    assert vis.lines.call_count == 1  # nothing sent to a window that is gone
     assert issubclass(LostState, ConnectionError)  # the sender treats it like a dropped connection
 
     renderer.reset()
     renderer.render([scalars("loss", 2, {"train": 0.9})])
-    assert line_calls(vis)[-1]["update"] is None  # created again
+    assert drawn(vis)[-1] == ("loss", ENV, {"train": ([2], [0.9], "lines")})  # created again
 
 
 # ---------------------------------------------------------------- VisdomSink
@@ -269,11 +266,10 @@ def test_the_sender_merges_a_burst_into_one_request(tmp_path, capsys):
     sink = open_sink(tmp_path, vis, flush_seconds=60)  # only close() wakes the sender
     for step in range(100):
         sink.scalars("train_loss", x=step, values={"loss": step / 100})
-    assert vis.line.call_count == 0  # training never waits on a request
+    assert vis.lines.call_count == 0  # training never waits on a request
     sink.close()
 
-    (call,) = line_calls(vis)
-    assert call["X"] == [float(s) for s in range(100)] and call["Y"] == [s / 100 for s in range(100)]
+    assert drawn(vis) == [("train_loss", ENV, {"loss": (list(range(100)), [s / 100 for s in range(100)], "lines")})]
     assert not sink._thread.is_alive()
     assert capsys.readouterr().err == ""
 
@@ -282,9 +278,9 @@ def test_the_sender_wakes_by_itself_after_flush_seconds(tmp_path):
     vis = mock_vis()
     sink = open_sink(tmp_path, vis, flush_seconds=0.02)
     sink.scalars("loss", x=1, values={"train": 0.5})
-    wait_for(lambda: vis.line.call_count == 1)
+    wait_for(lambda: vis.lines.call_count == 1)
     sink.close()
-    assert vis.line.call_count == 1
+    assert vis.lines.call_count == 1
 
 
 def test_a_save_wakes_the_sender_at_once(tmp_path):
@@ -295,7 +291,7 @@ def test_a_save_wakes_the_sender_at_once(tmp_path):
     sink.save()
     wait_for(lambda: vis.save.called, seconds=2)
     assert time.monotonic() - started < 2
-    assert names(vis) == ["line", "save"]
+    assert names(vis) == ["lines", "save"]
     vis.save.assert_called_once_with([ENV])
     sink.close()
 
@@ -308,8 +304,8 @@ def test_close_delivers_what_is_queued(tmp_path):
     sink.save()
     sink.scalars("loss", x=2, values={"train": 0.4, "test": 0.5})
     sink.close()
-    assert names(vis) == ["line", "add_trace", "bar", "save", "append_traces"]
-    vis.append_traces.assert_called_once_with("loss", ENV, [([2.0], [0.4]), ([2.0], [0.5])])
+    assert names(vis) == ["lines", "bar", "save", "lines"]
+    assert drawn(vis)[-1] == ("loss", ENV, {"train": ([1, 2], [0.5, 0.4], "lines"), "test": ([1, 2], [0.6, 0.5], "lines")})
 
 
 def test_no_server_warns_once_and_training_goes_on(tmp_path, capsys):
@@ -337,16 +333,16 @@ def test_a_server_that_starts_later_gets_the_whole_run(tmp_path):
     wait_for(lambda: vis.save.called)  # a rebuild ends with a save
     sink.close()
     vis.delete_env.assert_called_once_with(ENV)
-    assert names(vis) == ["delete_env", "line", "save"]
-    assert line_calls(vis)[0]["X"] == [float(s) for s in range(1, 31)]
+    assert names(vis) == ["delete_env", "lines", "save"]
+    assert drawn(vis)[0][2]["loss"][0] == list(range(1, 31))
 
 
 def test_a_dead_server_keeps_memory_bounded_and_the_next_delivery_rebuilds(tmp_path, capsys):
     vis = mock_vis()
-    vis.line.side_effect = ConnectionError("server died")
+    vis.lines.side_effect = ConnectionError("server died")
     sink = open_sink(tmp_path, vis, flush_seconds=0.01, max_pending=50)
     sink.scalars("train_loss", x=0, values={"loss": 0.0})
-    wait_for(lambda: vis.line.called and sink._stale)
+    wait_for(lambda: vis.lines.called and sink._stale)
 
     sizes = []
     for step in range(1, 1000):
@@ -357,7 +353,7 @@ def test_a_dead_server_keeps_memory_bounded_and_the_next_delivery_rebuilds(tmp_p
     # Two more failed rebuilds: the one running now read the events file after the last emit.
     tries = vis.delete_env.call_count
     wait_for(lambda: vis.delete_env.call_count >= tries + 2)
-    vis.line.side_effect = None  # the server is back
+    vis.lines.side_effect = None  # the server is back
     wait_for(lambda: vis.save.called)  # a rebuild ends with a save
     sink.close()
     assert capsys.readouterr().err == ""  # it all arrived: no replay hint
@@ -367,13 +363,11 @@ def test_a_dead_server_keeps_memory_bounded_and_the_next_delivery_rebuilds(tmp_p
     last_delete = max(i for i, c in enumerate(calls) if c[0] == "delete_env")
     assert calls[last_delete] == (("delete_env", (ENV,), {}))
     after = [c for c in calls[last_delete + 1:] if c[0] != "win_exists"]
-    assert [c[0] for c in after] == ["line", "save"]
-    line = after[0].kwargs
-    assert "update" not in line  # the window is created afresh in the emptied env
+    assert [c[0] for c in after] == ["lines", "save"]  # the window is created afresh in the emptied env
     # with the whole run, decimated to stay bounded on the server: both ends, every step in order
-    x = line["X"].tolist()
-    assert x[0] == 0.0 and x[-1] == 999.0 and x == sorted(set(x)) and len(x) <= TRACE_CAP
-    assert line["Y"].tolist() == [s / 1000 for s in x]
+    ((name, x, y, _),) = after[0].args[0]
+    assert name == "loss" and x[0] == 0.0 and x[-1] == 999.0 and x == sorted(set(x)) and len(x) <= TRACE_CAP
+    assert y == [s / 1000 for s in x]
 
 
 def test_events_dropped_during_a_rebuild_are_not_lost(tmp_path):
@@ -394,8 +388,7 @@ def test_events_dropped_during_a_rebuild_are_not_lost(tmp_path):
         sink.scalars("train_loss", x=step, values={"loss": 1.0})
     release.set()
     sink.close()
-    sent = [x for c in line_calls(vis) for x in c["X"]]
-    assert sorted(sent) == [float(s) for s in range(1, 61)]
+    assert drawn(vis)[-1][2]["loss"][0] == list(range(1, 61))
 
 
 def test_a_rebuild_does_not_duplicate_compare_points():
@@ -430,16 +423,16 @@ def test_read_events_skips_and_counts_damaged_lines(tmp_path):
 def test_label_tiles_frames_marked_tiles_in_red():
     images = np.full((2, 28, 28), 128, dtype=np.uint8)
     tiles = label_tiles(images, ["a\n-> b 90%", "a\n-> a 80%"], [True, False])
-    assert tiles.dtype == np.uint8 and tiles.shape == (2, 3, TILE + 4 + CAPTION, TILE + 4)
+    assert tiles.dtype == np.uint8 and tiles.shape == (2, TILE + 4 + CAPTION, TILE + 4, 3)
 
     def frame(tile):  # the 2-pixel border around the enlarged image, as (pixels, 3)
-        rgb = tile.transpose(1, 2, 0)[: TILE + 4]
+        rgb = tile[: TILE + 4]
         return np.concatenate([rgb[:2].reshape(-1, 3), rgb[-2:].reshape(-1, 3),
                                rgb[:, :2].reshape(-1, 3), rgb[:, -2:].reshape(-1, 3)])
 
     assert (frame(tiles[0]) == RED).all() and (frame(tiles[1]) == GREEN).all()
-    assert not (tiles[1].transpose(1, 2, 0) == RED).all(axis=2).any()  # no red anywhere on a right one
-    assert (tiles[:, :, 2:2 + TILE, 2:2 + TILE] == 128).all()
+    assert not (tiles[1] == RED).all(axis=2).any()  # no red anywhere on a right one
+    assert (tiles[:, 2:2 + TILE, 2:2 + TILE] == 128).all()
 
 
 # ---------------------------------------------------------------- the epoch report
@@ -613,8 +606,9 @@ def test_a_series_event_draws_like_the_scalar_events_it_replaces():
     Renderer(one_by_one, ENV).render([scalars("train_loss", x, {"loss": 1 / x, "smoothed": 2 / x}) for x in (1, 2, 3)])
     Renderer(at_once, ENV).render([{"kind": "series", "win": "train_loss", "x": [1, 2, 3],
                                     "values": {"loss": [1, 1 / 2, 1 / 3], "smoothed": [2, 1, 2 / 3]}}])
-    assert line_calls(one_by_one) == line_calls(at_once)
-    assert one_by_one.add_trace.call_args_list == at_once.add_trace.call_args_list
+    assert drawn(one_by_one) == drawn(at_once) == [
+        ("train_loss", ENV, {"loss": ([1.0, 2.0, 3.0], [1, 1 / 2, 1 / 3], "lines"),
+                             "smoothed": ([1.0, 2.0, 3.0], [2, 1, 2 / 3], "lines")})]
 
 
 def test_held_events_are_released_in_page_order_each_window_in_time_order():

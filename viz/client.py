@@ -9,16 +9,15 @@ visdom is imported with torch hidden unless torch is already loaded.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
-import math
 import os
+import struct
 import sys
+import zlib
 
 import numpy as np
 import requests
-from PIL import Image
 
 REQUEST_TIMEOUT = 10.0  # seconds; a hung server must not hang a sender forever
 
@@ -53,28 +52,20 @@ class Client(visdom.Visdom):
         return self._win_exists_wrap(win, env) == "true"
 
     def png(self, image: np.ndarray, win: str, env: str, opts: dict) -> str:
-        """Draw a uint8 RGB image (3, H, W) as window ``win``: the request of visdom's ``image``.
-
-        visdom's own PNG uses zlib's default level, which on these grids takes three times
-        as long as level 1 for 6% fewer bytes, and its ``images`` builds the grid in floats.
-        """
-        buffer = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0))).save(buffer, format="PNG", compress_level=1)
-        source = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+        """Draw a uint8 RGB image (H, W, 3) as window ``win``: the request of visdom's ``image``."""
+        source = "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode()
         return self._send({"data": [{"content": {"src": source, "caption": None}, "type": "image"}],
                            "win": win, "eid": env, "opts": opts})
 
-    def append_traces(self, win: str, env: str, points: list[tuple[list[float], list[float]] | None]) -> str:
-        """Append points to every trace of an existing line window in one request.
+    def lines(self, traces: list[tuple[str, list[float], list[float], str]], win: str, env: str, opts: dict) -> str:
+        """Create or replace line window ``win`` with ``traces``, each (name, x, y, mode), in one request.
 
-        visdom pairs the i-th entry with the window's i-th trace; None leaves that trace
-        as it is. visdom's own ``line(update="append")`` costs a request per trace and
-        another to ask whether the window exists, which at every epoch of a fast run is
-        most of the sender's work.
+        visdom's ``line`` wants every trace to have the same x; these need not (the
+        per-step loss and its epoch means). ``mode`` is "lines" or "markers".
         """
-        nothing = {"x": [math.nan], "y": [math.nan]}  # visdom skips a trace whose new x are all NaN
-        data = [{"x": list(xy[0]), "y": list(xy[1])} if xy else nothing for xy in points]
-        return self._send({"data": data, "win": win, "eid": env, "append": True}, endpoint="update")
+        data = [{"x": x, "y": y, "name": name, "type": "scatter", "mode": mode, "marker": {"size": 6}}
+                for name, x, y, mode in traces]
+        return self._send({"data": data, "win": win, "eid": env, "layout": visdom._opts2layout(opts), "opts": opts})
 
     def add_trace(self, x: list[float], y: list[float], win: str, env: str, name: str, opts: dict,
                   mode: str = "lines") -> str:
@@ -90,6 +81,24 @@ class Client(visdom.Visdom):
         trace = {"x": list(x), "y": list(y), "name": name, "type": "scatter", "mode": mode}
         return self._send({"data": [trace], "win": win, "eid": env, "name": name, "append": True,
                            "layout": visdom._opts2layout(opts), "opts": opts}, endpoint="update")
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 RGB image (H, W, 3) as a PNG file: unfiltered rows, zlib level 1.
+
+    Pillow's encoder (and so visdom's) tries a filter per row and compresses harder; on
+    the dashboard's grids, mostly flat white and grey, that takes two to three times as
+    long for 1 to 2% fewer bytes. zlib works without the GIL, beside training.
+    """
+    height, width, _ = image.shape
+    rows = np.hstack([np.zeros((height, 1), dtype=np.uint8), image.reshape(height, -1)])  # filter byte 0: none
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, RGB, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
+            + chunk(b"IEND", b""))
 
 
 def connect(server: str, port: int, env: str) -> Client | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 from collections import defaultdict
 
@@ -18,37 +19,67 @@ RED, GREEN, GREY = (220, 40, 40), (40, 160, 70), (160, 160, 160)
 # Points of one trace kept on the server: visdom copies and diffs the whole window on
 # every append, so past this the trace is redrawn decimated to half and appended to again.
 TRACE_CAP = 300
+MARKERS = {"epoch mean"}  # traces drawn as dots, not lines
 
 
 def label_tiles(images: np.ndarray, captions: list[str], marked: list[bool | None]) -> np.ndarray:
     """Enlarge images and write each caption under it, framed red when marked, green when not.
 
     ``images`` are uint8 grayscale (N, H, W) or RGB (N, H, W, 3); a ``marked`` of None
-    gives a neutral grey frame. Returns uint8 (N, 3, H, W) ready for ``Visdom.images``.
+    gives a neutral grey frame. Returns uint8 RGB tiles (N, TILE + 4 + CAPTION, TILE + 4, 3).
+    Built with numpy on whole arrays: only each distinct caption line is drawn by the font.
     """
-    font = ImageFont.load_default(size=11)
-    tiles = []
-    for image, caption, bad in zip(images, captions, marked):
-        frame = GREY if bad is None else RED if bad else GREEN
-        tile = Image.new("RGB", (TILE + 4, TILE + 4 + CAPTION), "white")
-        tile.paste(Image.fromarray(image).resize((TILE, TILE), Image.NEAREST).convert("RGB"), (2, 2))
-        draw = ImageDraw.Draw(tile)
-        draw.rectangle([0, 0, TILE + 3, TILE + 3], outline=frame, width=2)
-        draw.multiline_text((3, TILE + 5), caption, fill=RED if bad else (0, 0, 0), font=font, spacing=1)
-        tiles.append(np.asarray(tile).transpose(2, 0, 1))
-    return np.stack(tiles)
+    n, height, width = images.shape[:3]
+    rgb = images if images.ndim == 4 else images[..., None]  # grey broadcasts to 3 channels below
+    tiles = np.full((n, TILE + 4 + CAPTION, TILE + 4, 3), 255, dtype=np.uint8)
+    frames = np.array([GREY if bad is None else RED if bad else GREEN for bad in marked], dtype=np.uint8)
+    tiles[:, : TILE + 4, : TILE + 4] = frames[:, None, None]
+    rows, columns = np.arange(TILE) * height // TILE, np.arange(TILE) * width // TILE  # nearest neighbour
+    tiles[:, 2: TILE + 2, 2: TILE + 2] = rgb[:, rows][:, :, columns]
+    ink = np.array([RED if bad else (0, 0, 0) for bad in marked], dtype=np.float32)
+    alpha = np.stack([caption_mask(caption) for caption in captions])[..., None]  # (N, h, w, 1)
+    area = tiles[:, TILE + 5:, 3:]  # white: blending the ink in is white - alpha * (white - ink)
+    area[:] = (255 - alpha * (255 - ink[:, None, None])).round().astype(np.uint8)
+    return tiles
+
+
+@functools.cache
+def caption_font() -> ImageFont.FreeTypeFont:
+    """Pillow's built-in font at the captions' size."""
+    return ImageFont.load_default(size=11)
+
+
+@functools.lru_cache(maxsize=1024)
+def caption_line(line: str) -> np.ndarray:
+    """One line of caption text drawn as coverage in [0, 1], the caption area's size (cached: lines repeat)."""
+    image = Image.new("L", (TILE + 1, CAPTION - 1))
+    ImageDraw.Draw(image).text((0, 0), line, fill=255, font=caption_font())
+    return np.asarray(image, dtype=np.float32) / 255
+
+
+def caption_mask(caption: str) -> np.ndarray:
+    """A caption's lines stacked one under another, as coverage in [0, 1] of the caption area."""
+    font = caption_font()
+    spacing = font.getbbox("A")[3] + 1  # what Pillow's multiline text advances per line
+    mask = np.zeros((CAPTION - 1, TILE + 1), dtype=np.float32)
+    for i, line in enumerate(caption.split("\n")):
+        top = i * spacing
+        if top >= len(mask):
+            break
+        np.maximum(mask[top:], caption_line(line)[: len(mask) - top], out=mask[top:])
+    return mask
 
 
 def grid(tiles: np.ndarray, columns: int, padding: int = 2) -> np.ndarray:
-    """Tiles (N, 3, H, W) laid out ``columns`` to a row, ``padding`` dark pixels around each: (3, H', W')."""
-    n, channels, height, width = tiles.shape
+    """Tiles (N, H, W, 3) laid out ``columns`` to a row, ``padding`` dark pixels around each: (H', W', 3)."""
+    n, height, width, channels = tiles.shape
     columns = min(columns, n)
     rows = -(-n // columns)
     cell_h, cell_w = height + 2 * padding, width + 2 * padding
-    image = np.zeros((channels, rows * cell_h, columns * cell_w), dtype=np.uint8)
+    image = np.zeros((rows * cell_h, columns * cell_w, channels), dtype=np.uint8)
     for k, tile in enumerate(tiles):
         top, left = (k // columns) * cell_h + padding, (k % columns) * cell_w + padding
-        image[:, top:top + height, left:left + width] = tile
+        image[top:top + height, left:left + width] = tile
     return image
 
 
@@ -131,28 +162,31 @@ class LostState(ConnectionError):
 class Renderer:
     """Draws events into a Visdom client's windows.
 
-    A window is created by its first event and appended to afterwards. Windows marked
-    ``whole`` are redrawn trace by trace from the history this renderer keeps, so a lost
-    or concurrent update (two ``trainviz compare`` into one environment) is repaired by
-    the next.
+    A line window is drawn whole, every trace in one request, each time it gets new
+    points: visdom applies an append by copying the window and diffing the copy, which
+    costs its server ten times what replacing a window of a few hundred points does.
+    Each trace shows at most ``TRACE_CAP`` points: past that, its whole history
+    decimated to half the cap, then the points that come after. Windows marked
+    ``whole`` are shared by several commands (two ``trainviz compare`` into one
+    environment), so they are redrawn one trace at a time instead.
     """
 
     def __init__(self, vis, env: str):
         self.vis, self.env = vis, env
         self.created: set[tuple[str, str]] = set()
         self.history: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
-        self.on_server: dict[tuple[str, str, str], int] = defaultdict(int)  # points of each trace there
+        self.shown: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)  # what is drawn
         self.traces: dict[tuple[str, str], list[str]] = defaultdict(list)  # each window's traces, in order
 
     def reset(self) -> None:
         """Forget every window and history, before drawing a run again from all its events."""
         self.created.clear()
         self.history.clear()
-        self.on_server.clear()
+        self.shown.clear()
         self.traces.clear()
 
     def render(self, events: list[dict]) -> None:
-        """Send ``events`` in order, merging runs of scalar points into one request per trace.
+        """Send ``events`` in order, merging runs of scalar points into one request per window.
 
         Raises:
             LostState: a window created earlier is gone from the server.
@@ -178,51 +212,31 @@ class Renderer:
         self._lines(points)
 
     def _lines(self, points: dict) -> None:
-        windows: dict[tuple[str, str], dict[str, list]] = defaultdict(dict)
+        windows: dict[tuple[str, str], None] = {}  # the windows to draw, in the order they got points
         for key, xy in points.items():
             env, win, trace = key
             self.history[key].extend(xy)
             if WINDOWS[win].whole:
                 self._redraw_trace(env, win, trace)
-            else:
-                windows[(env, win)][trace] = xy
-        for (env, win), traces in windows.items():
-            self._append(env, win, traces)
-
-    def _append(self, env: str, win: str, traces: dict[str, list[tuple[float, float]]]) -> None:
-        """Add new points to a window's traces: one request for all of them once they exist."""
-        order = self.traces[(env, win)]  # the window's traces in the server's order
-        added = []
-        for trace, xy in traces.items():
-            if trace in order:
                 continue
-            # A rebuild or replay creates the trace with its whole history: bounded too.
-            x, y = curve(xy, TRACE_CAP // 2 if len(xy) > TRACE_CAP else None)
-            mode = "markers" if trace == "epoch mean" else "lines"
-            if not order:  # the window's first trace creates it
-                markers = {"markers": True, "markersize": 6} if mode == "markers" else {}
-                self.vis.line(Y=y, X=x, win=win, env=env, name=trace,
-                              opts=opts(win, showlegend=True, legend=[trace], **markers))
-                self.created.add((env, win))
-            else:
-                self.vis.add_trace(x.tolist(), y.tolist(), win, env, trace, opts(win, showlegend=True), mode=mode)
-            order.append(trace)
-            added.append(trace)
-            self.on_server[(env, win, trace)] = len(x)
-        appends: list[tuple[list[float], list[float]] | None] = []
-        for trace in order:
-            key, xy = (env, win, trace), None if trace in added else traces.get(trace)
-            if xy and self.on_server[key] + len(xy) > TRACE_CAP:
-                # Redraw the whole history at half the cap, so appends stay cheap for a while.
-                x, y = curve(self.history[key], TRACE_CAP // 2)
-                self.vis.line(Y=y, X=x, win=win, env=env, name=trace, update="replace")
-                self.on_server[key] = len(x)
-                xy = None
-            if xy:
-                self.on_server[key] += len(xy)
-            appends.append(tuple(column.tolist() for column in curve(xy)) if xy else None)
-        if any(appends):
-            self.vis.append_traces(win, env, appends)
+            shown = self.shown[key]
+            shown.extend(xy)
+            if len(shown) > TRACE_CAP:
+                shown[:] = zip(*(column.tolist() for column in curve(self.history[key], TRACE_CAP // 2)))
+            if trace not in self.traces[(env, win)]:
+                self.traces[(env, win)].append(trace)
+            windows[(env, win)] = None
+        for env, win in windows:
+            self._draw(env, win)
+
+    def _draw(self, env: str, win: str) -> None:
+        """Create or replace a line window with what each of its traces shows, in one request."""
+        drawn = []
+        for trace in self.traces[(env, win)]:
+            x, y = zip(*self.shown[(env, win, trace)])
+            drawn.append((trace, list(x), list(y), "markers" if trace in MARKERS else "lines"))
+        self.vis.lines(drawn, win=win, env=env, opts=opts(win, showlegend=True))
+        self.created.add((env, win))
 
     def _redraw_trace(self, env: str, win: str, trace: str) -> None:
         """Replace one named trace with its full history, leaving the window's other traces alone.

@@ -8,16 +8,24 @@ flush); the figures are the medians over the repeats, and the ratios divide live
 --no-viz.
 
 Part 2, growth. Live scratch-softmax runs of 10 and of 100 epochs, each against a fresh
-server: the server process's CPU time per epoch (user + system, from /proc), and how
-long headless Chromium takes to load each run's environment until every window drew
+server: the server process's CPU time per epoch (its threads' run time, from /proc), and
+how long headless Chromium takes to load each run's environment until every window drew
 (median of three loads).
 
-Run: python tests/benchmarks/bench_viz.py [--repeats 3] [--long 100] [--data-dir DIR]
+Part 3, requests. Why the renderer draws a line window whole instead of appending to
+it: the server's CPU for appending 50 points to two traces of a window, against
+replacing the whole window, for traces of 10, 150 and 300 points.
+
+Run: python tests/benchmarks/bench_viz.py [--part all|overhead|growth|requests] [--repeats 3] [--long 100]
+[--data-dir DIR]
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import math
 import os
 import socket
 import statistics
@@ -25,14 +33,15 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would interleave with the table
+os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would bury the table
 
 import click
 
 from trainers import command
 from trainers.catalog import TRAINERS
 from viz import server
-from viz.windows import WINDOWS
+from viz.client import connect
+from viz.windows import WINDOWS, opts
 
 HOST = "http://127.0.0.1"
 SHOWN = len([key for key in WINDOWS if not key.startswith(("compare_", "sweep_")) and key != "lr"])
@@ -44,7 +53,8 @@ def train(trainer: str, epochs: int, live: bool, port: int, out: Path, data_dir:
     config = TRAINERS[trainer].config(trainer=trainer, epochs=epochs, viz=live, port=port, server=HOST, out=out,
                                       env=env, data_dir=Path(data_dir) if data_dir else None)
     started = time.perf_counter()
-    command.train(config)
+    with contextlib.redirect_stdout(io.StringIO()):  # each run's epoch lines would bury the table
+        command.train(config)
     wall = time.perf_counter() - started
     run_dir = max(out.iterdir(), key=lambda p: p.stat().st_mtime)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -59,9 +69,8 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of a process's threads so far, to the nanosecond (/proc's user and system times count 10 ms ticks)."""
+    return sum(int((task / "schedstat").read_text().split()[0]) for task in Path(f"/proc/{pid}/task").iterdir()) / 1e9
 
 
 def load_seconds(port: int, env: str, loads: int = 3) -> float:
@@ -118,15 +127,43 @@ def growth(long: int, tmp: Path, data_dir: str | None) -> None:
             load = load_seconds(port, f"growth-{epochs}")
         finally:
             server.stop(port)
-        print(f"{epochs:>7}{used:>14.2f}{per_epoch[epochs]:>11.4f}{load:>16.2f}")
+        print(f"{epochs:>7}{used:>14.3f}{per_epoch[epochs]:>11.4f}{load:>16.2f}")
     print(f"server CPU per epoch, {long} epochs over 10 epochs: {per_epoch[long] / per_epoch[10]:.2f}x")
+
+
+def requests_cost(tmp: Path, requests: int = 30) -> None:
+    """Server CPU of appending 50 points to two traces of a line window, against drawing the window whole."""
+    print(f"\nPart 3: the server's CPU per request on a 3-trace line window (mean of {requests})")
+    print(f"{'points a trace':>15}{'append 50 ms':>14}{'draw whole ms':>15}")
+    port = free_port()
+    info = server.start(port=port, env_path=tmp / "envs-requests", echo=lambda line: None)
+    try:
+        vis = connect(HOST, port, "requests")
+        for points in (10, 150, 300):
+            x, y = list(range(points)), [1 / (i + 1) for i in range(points)]
+            window = [("loss", x, y, "lines"), ("smoothed", x, y, "lines"), ("epoch mean", x[:10], y[:10], "markers")]
+            new = {"x": list(range(points, points + 50)), "y": [0.5] * 50}
+            append = {"data": [new, new, {"x": [math.nan], "y": [math.nan]}], "win": "w", "eid": "requests",
+                      "append": True}  # what visdom's own line(update="append") sends, for every trace at once
+            spent = {"append": 0.0, "draw": 0.0}
+            for _ in range(requests):
+                vis.lines(window, win="w", env="requests", opts=opts("train_loss"))  # back to `points` a trace
+                for kind, send in (("append", lambda: vis._send(append, endpoint="update")),
+                                   ("draw", lambda: vis.lines(window, win="w", env="requests", opts=opts("train_loss")))):
+                    before = cpu_seconds(info.pid)
+                    send()
+                    spent[kind] += cpu_seconds(info.pid) - before
+            print(f"{points:>15}{spent['append'] / requests * 1000:>14.2f}{spent['draw'] / requests * 1000:>15.2f}")
+    finally:
+        server.stop(port)
 
 
 @click.command()
 @click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--long", type=click.IntRange(11), default=100, show_default=True, help="Epochs of the long run.")
 @click.option("--data-dir", type=click.Path(), default=None)
-@click.option("--part", type=click.Choice(["all", "overhead", "growth"]), default="all", show_default=True)
+@click.option("--part", type=click.Choice(["all", "overhead", "growth", "requests"]), default="all",
+              show_default=True)
 def main(repeats: int, long: int, data_dir: str | None, part: str):
     """Print the dashboard's overhead and how its cost grows with run length."""
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -141,6 +178,8 @@ def main(repeats: int, long: int, data_dir: str | None, part: str):
                 server.stop(port)
         if part in ("all", "growth"):
             growth(long, tmp, data_dir)
+        if part in ("all", "requests"):
+            requests_cost(tmp)
 
 
 if __name__ == "__main__":
