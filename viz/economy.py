@@ -3,9 +3,9 @@
 Two costs grow if nothing bounds them. The costly panes (image grids, histograms,
 confusion matrix, learned templates) cost tens of milliseconds to compute, draw and
 send, which is a large share of a 0.2-second epoch: ``Budget`` refreshes them only as
-often as their measured cost allows. And visdom copies and diffs a whole window on every
-append, so a per-step trace makes each append slower than the last: ``decimate`` lets
-the renderer keep every trace on the server below a fixed number of points.
+often as their measured cost allows. And a per-step trace grows with the run, and with
+it every redraw of its window, on the server and in the browser: ``decimate`` lets the
+renderer keep every trace below a fixed number of points.
 """
 
 from __future__ import annotations

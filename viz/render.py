@@ -16,8 +16,8 @@ from viz.windows import WINDOWS, opts
 TILE = 84  # pixels per image side in the grids (28 x 3, nearest-neighbour)
 CAPTION = 30  # pixels of caption below each tile
 RED, GREEN, GREY = (220, 40, 40), (40, 160, 70), (160, 160, 160)
-# Points of one trace kept on the server: visdom copies and diffs the whole window on
-# every append, so past this the trace is redrawn decimated to half and appended to again.
+# Points one trace shows: past this, its whole history decimated to half as many, then
+# the points that come after. Each redraw sends the window whole, so it stays this small.
 TRACE_CAP = 300
 MARKERS = {"epoch mean"}  # traces drawn as dots, not lines
 
@@ -164,10 +164,10 @@ class Renderer:
 
     A line window is drawn whole, every trace in one request, each time it gets new
     points: visdom applies an append by copying the window and diffing the copy, which
-    costs its server ten times what replacing a window of a few hundred points does.
+    costs its server ten or more times what replacing a window of a few hundred points does.
     Each trace shows at most ``TRACE_CAP`` points: past that, its whole history
     decimated to half the cap, then the points that come after. Windows marked
-    ``whole`` are shared by several commands (two ``trainviz compare`` into one
+    ``shared`` get points from several commands (two ``trainviz compare`` into one
     environment), so they are redrawn one trace at a time instead.
     """
 
@@ -216,7 +216,7 @@ class Renderer:
         for key, xy in points.items():
             env, win, trace = key
             self.history[key].extend(xy)
-            if WINDOWS[win].whole:
+            if WINDOWS[win].shared:
                 self._redraw_trace(env, win, trace)
                 continue
             shown = self.shown[key]

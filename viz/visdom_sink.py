@@ -1,8 +1,8 @@
 """The live sink: events go to events.jsonl at once and to Visdom from a background thread.
 
 Training only appends to a list under a lock. A sender thread wakes at least once a
-second (and at every ``save``), merges what is queued into one request per window
-trace, and posts it. If the server is unreachable, training carries on; the queue is
+second (and at every ``save``), merges what is queued into one request per window,
+and posts it. If the server is unreachable, training carries on; the queue is
 bounded, and when the server answers again the run's environment is rebuilt in full
 from events.jsonl, so nothing is missing even after a server restart lost it all.
 """

@@ -20,7 +20,7 @@ class Window:
     ylabel: str = ""
     width: int = 480
     height: int = 320
-    whole: bool = False  # redraw the whole window each time instead of appending points
+    shared: bool = False  # several commands draw into it: each redraws only its own traces
 
 
 # In the order a run first draws them: visdom packs windows in creation order, so on a
@@ -37,7 +37,7 @@ WINDOWS = {
     "confusion": Window("Confusion matrix: share of each true class", width=760, height=490),
     "class_acc": Window("Test accuracy per class", width=760, height=240),
     "templates": Window("What the model learned: first-layer weights (red +, blue -)", width=760, height=540),
-    "weights": Window("Weight distribution per layer", "weight", "density", width=760, height=270, whole=True),
+    "weights": Window("Weight distribution per layer", "weight", "density", width=760, height=270),
     "weight_norm": Window("Weight norm per layer", "epoch", "L2 norm", width=375, height=260),
     "grad_norm": Window("Gradient norm per layer (last step)", "epoch", "L2 norm", width=375, height=260),
     "throughput": Window("Throughput", "epoch", "samples/s", width=500, height=330),
@@ -45,11 +45,11 @@ WINDOWS = {
     "config": Window("Run config", width=1030, height=330),
     # trainviz compare: one trace per run and held-out split
     "compare_acc": Window("Accuracy of the chosen runs (val, test)", "epoch", "accuracy", width=900, height=400,
-                          whole=True),
+                          shared=True),
     "compare_loss": Window("Loss of the chosen runs (val, test)", "epoch", "cross-entropy", width=900, height=400,
-                           whole=True),
+                           shared=True),
     "compare_train": Window("Training loss of the chosen runs (epoch means)", "epoch", "cross-entropy",
-                            width=900, height=400, whole=True),
+                            width=900, height=400, shared=True),
     # trainviz sweep: the study's own environment
     "sweep_val_acc": Window("Validation accuracy of every trial", "epoch", "accuracy", width=780, height=450),
     "sweep_parcoords": Window("Settings -> validation accuracy", width=780, height=450),
