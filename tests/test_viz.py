@@ -5,6 +5,7 @@ Visdom is a ``MagicMock(spec=Visdom)``; tests assert the exact calls it receives
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -13,6 +14,7 @@ from unittest.mock import MagicMock
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from trainers.command import make_sink
@@ -433,6 +435,21 @@ def test_label_tiles_frames_marked_tiles_in_red():
     assert (frame(tiles[0]) == RED).all() and (frame(tiles[1]) == GREEN).all()
     assert not (tiles[1] == RED).all(axis=2).any()  # no red anywhere on a right one
     assert (tiles[:, 2:2 + TILE, 2:2 + TILE] == 128).all()
+
+
+def test_captions_are_drawn_as_pillow_draws_multiline_text():
+    text = "Ankle boot\n-> Sneaker 7%"
+    for bad, ink in ((True, RED), (False, (0, 0, 0))):
+        tiles = label_tiles(np.zeros((1, 28, 28), dtype=np.uint8), [text], [bad])
+        expected = Image.new("RGB", (TILE + 4, TILE + 4 + CAPTION), "white")
+        ImageDraw.Draw(expected).multiline_text((3, TILE + 5), text, fill=ink, font=ImageFont.load_default(size=11),
+                                                spacing=1)
+        np.testing.assert_array_equal(tiles[0, TILE + 4:], np.asarray(expected)[TILE + 4:])
+
+
+def test_png_bytes_decode_to_the_same_pixels():
+    image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(client.png_bytes(image)))), image)
 
 
 # ---------------------------------------------------------------- the epoch report
