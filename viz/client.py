@@ -67,8 +67,7 @@ class Client(visdom.Visdom):
                 for name, x, y, mode in traces]
         return self._send({"data": data, "win": win, "eid": env, "layout": visdom._opts2layout(opts), "opts": opts})
 
-    def add_trace(self, x: list[float], y: list[float], win: str, env: str, name: str, opts: dict,
-                  mode: str = "lines") -> str:
+    def add_trace(self, x: list[float], y: list[float], win: str, env: str, name: str, opts: dict) -> str:
         """Add the line trace ``name`` to window ``win``, creating the window if it is missing.
 
         One request, which the server applies whole: visdom's own ``line(update="append")``
@@ -78,7 +77,7 @@ class Client(visdom.Visdom):
         # visdom's append creates a missing window but not a missing environment; this does,
         # and does nothing to one that exists.
         self._handle_post(f"{self.server}:{self.port}{self.base_url}/env/{env}", data=json.dumps({"eid": env}))
-        trace = {"x": list(x), "y": list(y), "name": name, "type": "scatter", "mode": mode}
+        trace = {"x": list(x), "y": list(y), "name": name, "type": "scatter", "mode": "lines"}
         return self._send({"data": [trace], "win": win, "eid": env, "name": name, "append": True,
                            "layout": visdom._opts2layout(opts), "opts": opts}, endpoint="update")
 

@@ -222,7 +222,8 @@ class Renderer:
             shown = self.shown[key]
             shown.extend(xy)
             if len(shown) > TRACE_CAP:
-                shown[:] = zip(*(column.tolist() for column in curve(self.history[key], TRACE_CAP // 2)))
+                x, y = curve(self.history[key], TRACE_CAP // 2)
+                shown[:] = zip(x.tolist(), y.tolist())
             if trace not in self.traces[(env, win)]:
                 self.traces[(env, win)].append(trace)
             windows[(env, win)] = None

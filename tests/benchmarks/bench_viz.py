@@ -165,7 +165,7 @@ def requests_cost(tmp: Path, requests: int = 30) -> None:
 @click.option("--part", type=click.Choice(["all", "overhead", "growth", "requests"]), default="all",
               show_default=True)
 def main(repeats: int, long: int, data_dir: str | None, part: str):
-    """Print the dashboard's overhead and how its cost grows with run length."""
+    """Print the dashboard's overhead, how its cost grows with run length, and what a request costs the server."""
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         os.environ.setdefault("TRAINVIZ_CACHE", str(Path.home() / ".cache" / "trainviz"))
