@@ -1,14 +1,19 @@
 """The Visdom client trainviz uses, imported without torch.
 
-visdom's client module imports torch when it can, only to accept tensors, which
-trainviz never sends (the sinks hand it numpy arrays and lists). Commands that need
-no torch (replay, compare, the sweep's dashboard) would wait two seconds for it, so
-visdom is imported with torch hidden unless torch is already loaded.
+visdom's package imports torch when it can, only to accept tensors, which trainviz
+never sends (the sinks hand it numpy arrays and lists), and visdom 0.3.0 also imports
+openTSNE (and with it scikit-learn and scipy) for embedding plots, which trainviz never
+draws. Commands that need neither (replay, compare, the sweep's dashboard, the server)
+would wait seconds for them, so :func:`import_visdom` hides those two packages while
+visdom is imported: an import finder that answers "not installed" for them, removed
+right after. ``sys.modules`` is left alone, so libraries that look torch up there later
+(scipy does) see it either loaded or absent, never a placeholder.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib.abc
 import json
 import logging
 import os
@@ -22,16 +27,33 @@ import requests
 REQUEST_TIMEOUT = 10.0  # seconds; a hung server must not hang a sender forever
 
 
+# Packages visdom imports only for what trainviz does not use: tensors, t-SNE embeddings.
+HIDDEN_FROM_VISDOM = ("torch", "openTSNE")
+
+
+class _Hidden(importlib.abc.MetaPathFinder):
+    """An import finder that says the hidden packages and their submodules are not installed."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HIDDEN_FROM_VISDOM:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
 def import_visdom():
-    """The visdom package, imported without torch when torch is not loaded yet."""
-    if "visdom" in sys.modules or "torch" in sys.modules:
-        import visdom
-        return visdom
-    sys.modules["torch"] = None  # `import torch` now raises ImportError, which visdom catches
+    """The visdom package, imported without importing torch or openTSNE.
+
+    Where torch is loaded already (a training run), visdom finds it in ``sys.modules``,
+    past any finder, and accepts tensors as usual.
+    """
+    if "visdom" in sys.modules:
+        return sys.modules["visdom"]
+    hidden = _Hidden()
+    sys.meta_path.insert(0, hidden)  # visdom catches the ImportError of each
     try:
         import visdom
     finally:
-        del sys.modules["torch"]
+        sys.meta_path.remove(hidden)
     return visdom
 
 
