@@ -39,6 +39,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
+from trainers import optuna_internals as internals
 from trainers.catalog import TRAINERS
 from trainers.options import UserError
 from trainers.run import Pruned, RunDir, RunHooks, process_alive
@@ -170,19 +171,14 @@ def _wait_for_space(study: optuna.Study, timeout: float = 30) -> dict:
     return study.user_attrs["trainviz"]
 
 
-def _trial_id(study: optuna.Study, number: int) -> int:
-    storage = study._storage
-    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
-
-
 def take(study: optuna.Study) -> optuna.Trial | None:
     """The next queued trial, now this process's to run; None when the queue is empty.
 
     Never creates a trial: a study's trials are exactly the ones queued for it.
     """
-    storage = study._storage
+    storage = internals.storage(study)
     for waiting in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        trial_id = _trial_id(study, waiting.number)
+        trial_id = internals.trial_id(waiting)
         try:
             if not storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
                 continue  # another worker took it first
@@ -190,7 +186,7 @@ def take(study: optuna.Study) -> optuna.Trial | None:
             continue
         if heartbeats(storage):  # at once: a worker killed before its trial's first beat still goes stale
             storage.record_heartbeat(trial_id)
-        trial = optuna.Trial(study, trial_id)
+        trial = internals.running_trial(study, trial_id)
         for key, value in {"host": HOST, "pid": os.getpid()}.items():
             trial.set_user_attr(key, value)
         return trial
@@ -224,7 +220,7 @@ def reap(study: optuna.Study) -> None:
     and calls ``_rerun_stale``, whichever machine ran them. A journal file serves one
     machine and keeps none: a trial whose worker process no longer exists is failed here.
     """
-    if heartbeats(study._storage):
+    if heartbeats(internals.storage(study)):
         with warnings.catch_warnings():  # "experimental" since Optuna 2.9, and what optimize() calls
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
@@ -233,7 +229,7 @@ def reap(study: optuna.Study) -> None:
         if trial.user_attrs.get("host") != HOST or process_alive(trial.user_attrs.get("pid", 0)):
             continue
         try:
-            if not study._storage.set_trial_state_values(_trial_id(study, trial.number), state=TrialState.FAIL):
+            if not internals.storage(study).set_trial_state_values(internals.trial_id(trial), state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker reaped it first
@@ -256,17 +252,17 @@ def outstanding(trials: list[FrozenTrial]) -> int:
 @contextlib.contextmanager
 def heartbeat(study: optuna.Study, trial: optuna.Trial, interval: int):
     """Send the trial's heartbeat every ``interval`` seconds while it runs (database storages only)."""
-    storage = study._storage
+    storage = internals.storage(study)
     if not heartbeats(storage):
         yield
         return
-    storage.record_heartbeat(trial._trial_id)
+    storage.record_heartbeat(internals.trial_id(trial))
     done = threading.Event()
 
     def beat() -> None:
         while not done.wait(interval):
             try:
-                storage.record_heartbeat(trial._trial_id)
+                storage.record_heartbeat(internals.trial_id(trial))
             except Exception:  # storage lost: the trial will be failed stale, and rerun
                 return
 
@@ -415,7 +411,7 @@ def run_trial(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, data, comm
         except Stopped as err:
             trial.set_user_attr("ended", "stopped")
             study.tell(trial, state=TrialState.FAIL)
-            rerun(study, study._storage.get_trial(trial._trial_id), "stopped", resume=trial.user_attrs.get("run_dir"))
+            rerun(study, internals.storage(study).get_trial(internals.trial_id(trial)), "stopped", resume=trial.user_attrs.get("run_dir"))
             print(err.format_message(), flush=True)
             return "stopped"
         except (DivergedError, UserError) as err:
