@@ -2,12 +2,14 @@
 # trainviz launcher.
 #   ./launch.sh                   set up (first use), start visdom, train all four trainers live
 #   ./launch.sh -j 4              the same, the four trainers in parallel
+#   ./launch.sh --epochs 2 ...    the same, every trainer with these options (any shared option)
 #   ./launch.sh TRAINER [OPTIONS] one trainer (scratch-softmax, nn-softmax, mlp-lowlevel, mlp)
 #   ./launch.sh sweep TRAINER ... any other trainviz command (sweep, runs, compare, ...), with the server up
 #   ./launch.sh test [PYTEST...]  set up, then run the test suite
 #   ./launch.sh stop              stop the visdom server this script started
 #   ./launch.sh setup             only set up
-# Environment: VISDOM_PORT (default 8097), TRAINVIZ_VENV (default ./.venv).
+# Environment: VISDOM_PORT (default 8097), TRAINVIZ_VENV (default ./.venv),
+#   TRAINVIZ_PYTHON (the interpreter the venv is made with; default python3).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,8 +38,33 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# "3.11" for an interpreter, or nothing when it does not run.
+python_version() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true; }
+
+# The interpreter for a new venv: TRAINVIZ_PYTHON or python3, at least setup.cfg's python_requires.
+check_python() {
+  local python="${TRAINVIZ_PYTHON:-python3}" needed found
+  needed="$(sed -n 's/^python_requires *= *>= *//p' "$ROOT/setup.cfg")"
+  found="$(python_version "$python")"
+  if [ -z "$found" ]; then
+    say "error: no Python at '$python'; trainviz needs Python >= $needed (set TRAINVIZ_PYTHON to one)"
+    exit 2
+  fi
+  if [ "$(printf '%s\n%s\n' "$needed" "$found" | sort -V | head -n1)" != "$needed" ]; then
+    say "error: $python is Python $found; trainviz needs Python >= $needed (set TRAINVIZ_PYTHON to one)"
+    exit 2
+  fi
+  # An existing venv of another Python is not silently reused when one was asked for.
+  if [ -n "${TRAINVIZ_PYTHON:-}" ] && [ -x "$PY" ] && [ "$(python_version "$PY")" != "$found" ]; then
+    say "error: $VENV holds Python $(python_version "$PY"), not $found; remove it or set TRAINVIZ_VENV to another folder"
+    exit 2
+  fi
+  PYTHON="$python"
+}
+
 setup() {
   local extra="${1:-}"
+  check_python
   # Fashion-MNIST offline, and npm for visdom's front-end files.
   local pkgs=(dataset-fashion-mnist)
   command -v npm >/dev/null || pkgs+=(npm)
@@ -46,8 +73,8 @@ setup() {
   apt_install "${pkgs[@]}"
 
   if [ ! -x "$PY" ]; then
-    say "creating $VENV"
-    python3 -m venv "$VENV"
+    say "creating $VENV with Python $(python_version "$PYTHON")"
+    "$PYTHON" -m venv "$VENV"
   fi
   # Reinstall only when the dependency files change.
   local stamp="$VENV/.trainviz-deps"
@@ -108,7 +135,12 @@ main() {
       start_server
       train_all "$@"
       ;;
-    -h | --help) sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    -h | --help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    -*)
+      setup
+      start_server
+      train_all "$@"
+      ;;
     *)
       setup
       start_server
