@@ -177,3 +177,12 @@ def test_gate_rules():
     assert "evil.example" in gate.refusal(Request("evil.example:8097"))
     assert "not allowed" in gate.refusal(Request("localhost:8097", "http://localhost:9999"))
     assert gate.refusal(Request("localhost:8097", "null")) is not None  # sandboxed frames and files
+
+
+@pytest.mark.parametrize("host", ["127.evil.example", "127.0.0.1.evil.example", "127.1.evil.example",
+                                  "localhost.evil.example", "evildashboard.lan", "dashboard.lan.evil.example"])
+def test_names_that_only_look_like_allowed_ones_are_refused(host):
+    """A DNS-rebinding page picks its own name: one that starts like an address or ends like an allowed name."""
+    assert not is_loopback(host)
+    for header in (host, f"{host}:8097"):
+        assert f"Host {header!r} is not allowed" in Gate({"dashboard.lan"}).refusal(Request(header))
