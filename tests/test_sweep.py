@@ -90,6 +90,46 @@ def test_the_storage_password_is_masked():
     assert masked("runs/study/journal.log") == "runs/study/journal.log"
 
 
+# ---------------------------------------------------------------- the chosen trial
+
+
+def trials_of(*ended: tuple[str, float | None]):
+    """An in-memory study's trials, numbered 0, 1, ... in order, each ended in (state, value)."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    study = optuna.create_study(direction="maximize")
+    for state, value in ended:
+        study.add_trial(create_trial(state=TrialState[state], value=value,
+                                     intermediate_values={} if value is None else {1: value}))
+    return study.get_trials()
+
+
+def test_the_chosen_trial_has_the_best_validation_accuracy_of_the_finished_ones_the_earliest_of_equals():
+    from trainers.sweep import best_trial
+
+    trials = trials_of(("COMPLETE", 0.81), ("PRUNED", 0.95), ("COMPLETE", 0.84), ("FAIL", None),
+                       ("COMPLETE", 0.84), ("COMPLETE", 0.79))
+    assert best_trial(trials).number == 2  # 0.95 was a pruned trial's last epoch, not a finished run
+    assert best_trial(trials[::-1]).number == 2  # equals go to the lowest number, whatever the order
+    assert best_trial(trials_of(("PRUNED", 0.9), ("FAIL", None))) is None
+
+
+def test_a_trial_tells_the_study_its_validation_accuracy_even_with_a_test_accuracy_at_hand(monkeypatch):
+    import optuna
+
+    from trainers import command
+    from trainers.config import MLPConfig
+    from trainers.sweep import Sweep, run_trial
+
+    monkeypatch.setattr(command, "train", lambda config, data, labels, hooks: {"val_acc": 0.7, "test_acc": 0.9})
+    sweep = Sweep(trainer="mlp", config=MLPConfig(val_size=100).to_dict(), params=(), study="s", storage="",
+                  sampler="random", trials=1, prune=False, jobs=1, seed=0, heartbeat=10, space={})
+    study = optuna.create_study(direction="maximize")
+    assert run_trial(sweep, study, study.ask(), None, None, None) == "complete"
+    assert [t.value for t in study.get_trials()] == [0.7]
+
+
 # ---------------------------------------------------------------- bad input
 
 
