@@ -231,3 +231,64 @@ def test_a_second_ctrl_c_quits_at_once_and_leaves_a_readable_checkpoint(tmp_path
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert state["progress"]["epoch"] >= 1
     assert all(json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines())
+
+
+class StopAfter:
+    """An optimizer that gets a Ctrl-C (a real SIGINT to this process) right after its ``steps``-th step."""
+
+    def __init__(self, optimizer, steps: int):
+        self.optimizer, self.steps, self.taken = optimizer, steps, 0
+
+    def __getattr__(self, name):
+        return getattr(self.optimizer, name)
+
+    def step(self) -> None:
+        self.optimizer.step()
+        self.taken += 1
+        if self.taken == self.steps:
+            signal.raise_signal(signal.SIGINT)
+
+
+STEPS = 10  # per epoch: the 300 training images KNOBS leaves, in batches of 32 (the last of 12)
+
+
+@pytest.mark.parametrize("trainer, stop_after", [
+    ("mlp", STEPS + 4), ("mlp", STEPS), ("mlp-lowlevel", STEPS + 4), ("scratch-softmax", STEPS + 4)],
+    ids=["mlp inside epoch 2", "mlp at the end of epoch 1", "mlp-lowlevel inside epoch 2",
+         "scratch-softmax inside epoch 2"])
+def test_a_run_stopped_and_resumed_in_process_matches_an_uninterrupted_one_bit_for_bit(
+        trainer, stop_after, idx_dir, tmp_path, monkeypatch):
+    """Every piece of state a resume needs (shuffling order and position, momentum, dropout's RNG) is kept."""
+    import torch
+
+    from trainers.catalog import TRAINERS
+
+    dropout = ["--dropout", "0.3"] if trainer.startswith("mlp") else []
+    args = [trainer, "--data-dir", str(idx_dir), "--epochs", "3", "--batch-size", "32", "--seed", "5",
+            "--no-viz", *KNOBS, *dropout]
+    whole = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    (whole_dir,) = (tmp_path / "whole").iterdir()
+
+    build = TRAINERS[trainer].build()
+    with monkeypatch.context() as patch:
+        def stopping(config, device):
+            parts = build(config, device)
+            parts.optimizer = StopAfter(parts.optimizer, stop_after)
+            return parts
+
+        patch.setattr(sys.modules[TRAINERS[trainer].module], "build", stopping)
+        stopped = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "stopped")])
+    assert stopped.exit_code == 130, stopped.output
+    (run_dir,) = (tmp_path / "stopped").iterdir()
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    progress = state["progress"]
+    assert (progress["epoch"], progress["batch"], progress["step"]) == (stop_after // STEPS, stop_after % STEPS, stop_after)
+
+    resumed = CliRunner().invoke(cli, [trainer, "--resume", str(run_dir), "--no-viz"])
+    assert resumed.exit_code == 0, resumed.output
+    assert records(run_dir) == records(whole_dir)
+    ours, theirs = (torch.load(d / "checkpoint.pt", weights_only=True) for d in (run_dir, whole_dir))
+    assert ours["model"].keys() == theirs["model"].keys()
+    assert all(torch.equal(ours["model"][k], theirs["model"][k]) for k in theirs["model"])
+    assert torch.equal(ours["rng"], theirs["rng"]) and torch.equal(ours["generator"], theirs["generator"])
