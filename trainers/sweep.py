@@ -539,7 +539,12 @@ def _first_line(err: BaseException) -> str:
 
 
 def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
-    """The finished trial with the highest validation accuracy (the earliest of equals)."""
+    """The finished trial with the highest validation accuracy; of equals, the lowest-numbered.
+
+    Numbers follow the order trials were queued (a grid's points in order), so the choice
+    does not depend on which worker finished first. Pruned trials are never chosen: their
+    value is an unfinished run's last epoch.
+    """
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
 
