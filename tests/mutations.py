@@ -27,6 +27,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -293,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{m.name:{width}}  {m.path:{path_width}}  {m.bug}{note}")
         return 0
 
+    # A SIGTERM ends the run as Ctrl-C does: the running tests are killed and the copy removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     copy = Path(tempfile.mkdtemp(prefix="trainviz-mutations-")) / "repo"
     try:
         copy_repo(copy)
