@@ -9,7 +9,7 @@ import io
 import json
 import threading
 import time
-from unittest.mock import MagicMock
+from unittest.mock import MagicMock, call
 
 import numpy as np
 import pytest
@@ -194,7 +194,8 @@ def test_heatmap_bars_histogram_text_and_config_requests():
     sink.config({"lr": 0.1, "name": "<x>"})
     vis = mock_vis()
     Renderer(vis, ENV).render(sink.events)
-    assert names(vis) == ["heatmap", "bar", "line", "text", "text"]
+    assert names(vis) == ["heatmap", "bar", "line", "text", "text", "record_run"]
+    assert vis.record_run.call_args.args == (ENV, {"lr": 0.1, "name": "<x>"})
 
     heatmap = vis.heatmap.call_args.kwargs
     np.testing.assert_array_equal(heatmap.pop("X"), [[3.0, 1.0], [0.0, 4.0]])
@@ -643,3 +644,41 @@ def test_held_events_are_released_in_page_order_each_window_in_time_order():
         ("weight_norm", 1), ("weight_norm", 2), ("throughput", 1), ("lr", 50), ("lr", 100)]
     held.release(sink)
     assert len(sink.events) == 5  # released once
+
+
+def test_how_a_run_ended_goes_to_the_client_as_it_was_recorded():
+    sink = RecordingSink()
+    sink.outcome("stopped", {"epoch": 2, "test_acc": 0.5})
+    vis = mock_vis()
+    Renderer(vis, ENV).render(sink.events)
+    assert names(vis) == ["end_run"]
+    assert vis.end_run.call_args.args == (ENV, "stopped", {"epoch": 2, "test_acc": 0.5})
+
+
+@pytest.mark.parametrize("status, final", [("finished", "finished"), ("diverged", "failed"), ("pruned", "failed"),
+                                           ("failed", "failed"), ("stopped", None)])
+def test_visdom_experiments_get_the_metrics_the_status_and_an_end_only_when_final(monkeypatch, status, final):
+    """On visdom 0.3.0+ (EXPERIMENTS) a run's end is logged; a stopped run stays open, to be resumed."""
+    from viz import client
+
+    monkeypatch.setattr(client, "EXPERIMENTS", True)
+    vis = MagicMock()
+    client.Client.end_run(vis, ENV, status, {"step": 40, "test_acc": 0.75})
+    client.Client.record_run(vis, ENV, {"lr": 0.1, "hidden": [200, 200], "resume": None})
+
+    expected = [call.log_metrics({"step": 40, "test_acc": 0.75}, step=40, env=ENV),
+                call.experiment(tags={"status": status}, env=ENV)]
+    if final:
+        expected.append(call.finish_experiment(final, env=ENV))
+    expected.append(call.experiment(name=ENV, params={"lr": 0.1, "hidden": "[200, 200]"}, env=ENV))
+    assert vis.method_calls == expected
+
+
+def test_visdom_without_experiments_gets_no_experiment_calls(monkeypatch):
+    from viz import client
+
+    monkeypatch.setattr(client, "EXPERIMENTS", False)
+    vis = MagicMock()
+    client.Client.end_run(vis, ENV, "finished", {"step": 40})
+    client.Client.record_run(vis, ENV, {"lr": 0.1})
+    assert vis.method_calls == []

@@ -192,14 +192,22 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
         sink.save()
         budget.spent(started, time.perf_counter() - started)
 
+    last_epoch: dict = {}  # the latest epoch's record, for the dashboard's final word
+
     def epoch_done(record: dict, evaluations: dict[str, Evaluation]) -> None:
         run.append_metrics([record])
+        last_epoch.update(record)
         if sink.active:  # first, so the sender draws while the checkpoint is written
             show(record, evaluations)
         if record["epoch"] % config.save_every == 0 or record["epoch"] == config.epochs:
             save()
         tqdm.write(epoch_line(record, config.epochs))
         hooks.epoch(record)
+
+    def end(status: str, **details) -> None:
+        """The run's final status, in status.json and on the dashboard with the last epoch's numbers."""
+        run.write_status(status, **details)
+        sink.outcome(status, {k: v for k, v in last_epoch.items() if isinstance(v, (int, float))})
 
     # The handlers stay installed while a stop is saved, so a second signal still quits at once.
     with StopSignals() as stop:
@@ -211,7 +219,7 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
             save()
             held.release(sink)
             sink.save()
-            run.write_status("stopped", epoch=progress.epoch, step=progress.step)
+            end("stopped", epoch=progress.epoch, step=progress.step)
             raise Stopped(
                 f"{signal.Signals(stop.signum).name} at epoch {progress.epoch + 1}, step {progress.step}: "
                 f"checkpoint and metrics saved in {run.path}; continue with: "
@@ -219,7 +227,7 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
                 128 + stop.signum,
             ) from None
         except Diverged as err:
-            run.write_status("diverged", step=err.step)
+            end("diverged", step=err.step)
             raise DivergedError(
                 f"{err}; the last good epoch's checkpoint and metrics are in {run.path}. Try a smaller --lr"
             ) from None
@@ -227,14 +235,15 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
             save()
             held.release(sink)
             sink.save()
-            run.write_status("pruned", epoch=progress.epoch)
+            end("pruned", epoch=progress.epoch)
             raise
         except BaseException as err:
-            run.write_status("failed", error=f"{type(err).__name__}: {err}")
+            end("failed", error=f"{type(err).__name__}: {err}")
             raise
+        else:
+            end("finished", epoch=record["epoch"])
         finally:
             sink.close()
-    run.write_status("finished", epoch=record["epoch"])
     accuracy = f"test accuracy {record['test_acc']:.4f}" if "test_acc" in record else \
         f"validation accuracy {record['val_acc']:.4f}"
     click.echo(f"{run.path}: {accuracy} after {record['epoch']} epochs")

@@ -62,6 +62,12 @@ visdom = import_visdom()
 # The visdom client logs a warning for every session and socket decision it makes.
 logging.getLogger("visdom").setLevel(logging.ERROR)
 
+# visdom 0.3.0 keeps an experiment record per environment (settings, metrics, status),
+# which its own views list; 0.2.4 has none, and trainviz draws the same windows on both.
+EXPERIMENTS = hasattr(visdom.Visdom, "experiment")
+# trainviz's statuses that end a run for good, as visdom's ("stopped" can be resumed).
+FINAL_STATUS = {"finished": "finished", "pruned": "failed", "diverged": "failed", "failed": "failed"}
+
 
 class Client(visdom.Visdom):
     """A Visdom client whose requests time out and whose connection errors are raised, not printed."""
@@ -102,6 +108,28 @@ class Client(visdom.Visdom):
         trace = {"x": list(x), "y": list(y), "name": name, "type": "scatter", "mode": "lines"}
         return self._send({"data": [trace], "win": win, "eid": env, "name": name, "append": True,
                            "layout": visdom._opts2layout(opts), "opts": opts}, endpoint="update")
+
+
+    def record_run(self, env: str, settings: dict) -> None:
+        """List the run among visdom's experiments with its settings as params (visdom 0.3.0+)."""
+        if EXPERIMENTS:
+            params = {name: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+                      for name, value in settings.items() if value is not None}
+            self.experiment(name=env, params=params, env=env)
+
+    def end_run(self, env: str, status: str, metrics: dict[str, float]) -> None:
+        """Record how the run ended, and its last numbers, in its visdom experiment (visdom 0.3.0+).
+
+        visdom refuses changes to an experiment it was told is over (a replay of a
+        finished run answers 409, which changes nothing).
+        """
+        if not EXPERIMENTS:
+            return
+        if metrics:
+            self.log_metrics(metrics, step=metrics.get("step"), env=env)
+        self.experiment(tags={"status": status}, env=env)
+        if status in FINAL_STATUS:
+            self.finish_experiment(FINAL_STATUS[status], env=env)
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -262,6 +262,10 @@ class Renderer:
 
     def _config(self, event: dict) -> None:
         self.vis.text(config_html(event["settings"]), win="config", env=self.env, opts=opts("config"))
+        self.vis.record_run(self.env, event["settings"])
+
+    def _outcome(self, event: dict) -> None:
+        self.vis.end_run(self.env, event["status"], event["metrics"])
 
     def _templates(self, event: dict) -> None:
         weights = decode_array(event)

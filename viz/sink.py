@@ -15,7 +15,7 @@ import numpy as np
 
 
 KINDS = {"scalars", "series", "images", "templates", "text", "heatmap", "confusion", "bars", "histogram", "config",
-         "save"}
+         "outcome", "save"}
 POINT_KINDS = {"scalars", "series"}  # events that add points to line windows
 
 
@@ -80,6 +80,10 @@ class Sink:
     def config(self, settings: dict) -> None:
         """The run's settings."""
         self.emit({"kind": "config", "win": "config", "settings": settings})
+
+    def outcome(self, status: str, metrics: dict[str, float]) -> None:
+        """How the run ended (its status.json status) and its last epoch's numbers."""
+        self.emit({"kind": "outcome", "status": status, "metrics": metrics})
 
     def save(self) -> None:
         """A checkpoint of the dashboard: deliver what is queued and save the environment."""
