@@ -49,6 +49,17 @@ COMPARE_WINDOWS = {key for key in WINDOWS if key.startswith("compare_")}
 SWEEP_WINDOWS = {key for key in WINDOWS if key.startswith("sweep_")}
 CLASSES = DATASETS["fashion-mnist"].classes
 LINE_WINDOWS = ("train_loss", "loss", "accuracy")
+# Where each window of a run (with a learning-rate window) sits on a 1600-px-wide page, in
+# pixels from the first one: the page's reading order. visdom 0.2.4 and 0.3.0 both pack
+# windows in creation order with the same shelf packer, so both must draw exactly this.
+RUN_LAYOUT = {
+    "train_loss": (0, 0), "loss": (510, 0), "accuracy": (1020, 0),
+    "samples": (0, 345), "predictions": (770, 345),
+    "mistakes": (0, 930), "confusion": (770, 930),
+    "class_acc": (0, 1200), "templates": (770, 1455), "weights": (0, 1470),
+    "throughput": (0, 1770), "weight_norm": (770, 2025), "grad_norm": (1155, 2025),
+    "lr": (510, 2310), "config": (0, 2670),
+}
 NOISY_LABELS = 0.1  # share of test labels changed, so the model always makes some mistakes
 
 
@@ -200,6 +211,9 @@ def open_env(page, port: int, env: str, windows: int, screenshot: Path) -> dict[
     shown = page.evaluate(WINDOW_INFO_JS)
     titles = [window["title"] for window in shown]
     assert len(titles) == len(set(titles)), f"duplicate windows in {env}: {sorted(titles)}"
+    left, top = min(box["left"] for box in boxes), min(box["top"] for box in boxes)
+    for window, box in zip(shown, boxes):  # both walk the page's .window elements in order
+        window["at"] = (round(box["left"] - left), round(box["top"] - top))
     return {window["title"]: window for window in shown}
 
 
@@ -241,6 +255,9 @@ def test_browser_shows_every_window(visdom_port, browser, tmp_path):
     by_key = {key: windows.get(WINDOWS[key].title) for key in expected}
     assert sorted(windows) == sorted(WINDOWS[key].title for key in expected), \
         f"missing: {sorted(k for k, w in by_key.items() if w is None)}"
+    at = {key: window["at"] for key, window in by_key.items()}
+    assert all(abs(at[key][0] - x) <= 2 and abs(at[key][1] - y) <= 2 for key, (x, y) in RUN_LAYOUT.items()), \
+        f"the windows are not where the page's reading order puts them: {at}"
     for key, window in by_key.items():
         if window["plot"]:
             assert window["lines"] or window["bars"] or window["heatmap"], f"{key}: the plot drew nothing"
@@ -482,6 +499,37 @@ def test_four_trainers_at_once_keep_their_own_windows(visdom_port, tmp_path):
         assert_compare_curve(visdom_port, run, env="picked")
     assert not any(trace["name"].startswith(runs[3].name)
                    for window in window_data(visdom_port, "picked").values() for trace in window["content"]["data"])
+
+
+# --- visdom 0.3.0's experiment records ----------------------------------------------------
+
+
+def test_a_run_is_recorded_as_a_visdom_experiment_where_visdom_keeps_them(tmp_path):
+    """visdom 0.3.0 stores an experiment per environment: the run's settings, last numbers and status."""
+    from viz.client import EXPERIMENTS
+
+    running = start_server(tmp_path / "server")
+    try:
+        idx, out = noisy_idx_dir(tmp_path / "idx"), tmp_path / "runs"
+        result = CliRunner().invoke(cli, ["nn-softmax", "--data-dir", str(idx), "--out", str(out), "--epochs", "1",
+                                          "--port", str(running.port), "--server", HOST])
+        assert result.exit_code == 0, result.output
+        run = only_run(out)
+        saved = json.loads((tmp_path / "server" / "envs" / f"{run.name}.json").read_text())
+    finally:
+        running.stop()
+    if not EXPERIMENTS:  # visdom 0.2.4: the same windows, no experiment record
+        assert "experiment" not in saved and "config" in saved["jsons"]
+        return
+    experiment = saved["experiment"]
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert experiment["status"] == "finished"
+    assert experiment["tags"] == [{"key": "status", "value": "finished"}]
+    params = {param["key"]: param["value"] for param in experiment["params"]}
+    assert params["trainer"] == "nn-softmax" and params["epochs"] == 1 and params["run_dir"] == str(run)
+    metrics = {metric["key"]: (metric["value"], metric["step"]) for metric in experiment["metrics"]}
+    assert metrics["test_acc"] == (record["test_acc"], record["step"])
+    assert metrics["train_loss"] == (record["train_loss"], record["step"])
 
 
 # --- a sweep's own environment ----------------------------------------------------------
