@@ -6,6 +6,7 @@ import configparser
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,46 @@ def test_a_venv_of_another_python_is_not_reused_when_one_is_asked_for(tmp_path):
     assert result.returncode == 2
     assert result.stderr == (f"[launch] error: {venv} holds Python {held}, not {this}; remove it or set "
                              "TRAINVIZ_VENV to another folder\n")
+
+
+# --- the package as pip installs it -------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_built_wheel_runs_from_another_folder_without_the_clone(tmp_path, idx_dir):
+    """`pip install .` (not editable): server start and a run work with nothing of the clone on the path."""
+    from tests.conftest import free_port
+
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(wheels), str(ROOT)], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
+    assert build.returncode == 0, build.stderr
+    (wheel,) = wheels.glob("trainviz-*.whl")
+    installed = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(installed)
+    assert not (installed / "tests").exists()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(installed), "TRAINVIZ_CACHE": str(tmp_path / "cache"),
+           "HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+
+    def trainviz(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "trainers", *args], cwd=elsewhere, env=env,
+                              capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+    where = subprocess.run([sys.executable, "-c", "import trainers, viz; print(trainers.__file__, viz.__file__)"],
+                           cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
+    assert where.stdout.split() == [str(installed / "trainers" / "__init__.py"), str(installed / "viz" / "__init__.py")]
+    port = str(free_port())
+    started = trainviz("server", "start", "--port", port)
+    try:
+        assert started.returncode == 0, started.stderr
+        run = trainviz("mlp", "--epochs", "1", "--data-dir", str(idx_dir), "--port", port, "--out", "runs")
+        assert run.returncode == 0, run.stderr
+        assert "warning" not in run.stderr, run.stderr
+        assert "test accuracy" in run.stdout
+    finally:
+        stopped = trainviz("server", "stop", "--port", port)
+    assert stopped.stdout == f"visdom server on port {port} stopped\n", stopped.stderr
+    assert [path.parent.name for path in (elsewhere / "runs").glob("*/checkpoint.pt")] != []
