@@ -234,7 +234,11 @@ def test_a_second_ctrl_c_quits_at_once_and_leaves_a_readable_checkpoint(tmp_path
 
 
 class StopAfter:
-    """An optimizer that gets a Ctrl-C (a real SIGINT to this process) right after its ``steps``-th step."""
+    """An optimizer whose process gets a real SIGTERM right after its ``steps``-th step.
+
+    SIGTERM, not SIGINT: a job started in the background inherits SIGINT ignored, and a
+    trainer leaves an ignored signal ignored.
+    """
 
     def __init__(self, optimizer, steps: int):
         self.optimizer, self.steps, self.taken = optimizer, steps, 0
@@ -246,7 +250,7 @@ class StopAfter:
         self.optimizer.step()
         self.taken += 1
         if self.taken == self.steps:
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGTERM)
 
 
 STEPS = 10  # per epoch: the 300 training images KNOBS leaves, in batches of 32 (the last of 12)
@@ -254,8 +258,8 @@ STEPS = 10  # per epoch: the 300 training images KNOBS leaves, in batches of 32 
 
 @pytest.mark.parametrize("trainer, stop_after", [
     ("mlp", STEPS + 4), ("mlp", STEPS), ("mlp-lowlevel", STEPS + 4), ("scratch-softmax", STEPS + 4)],
-    ids=["mlp inside epoch 2", "mlp at the end of epoch 1", "mlp-lowlevel inside epoch 2",
-         "scratch-softmax inside epoch 2"])
+    ids=["mlp-inside-epoch-2", "mlp-at-the-end-of-epoch-1", "mlp-lowlevel-inside-epoch-2",
+         "scratch-softmax-inside-epoch-2"])
 def test_a_run_stopped_and_resumed_in_process_matches_an_uninterrupted_one_bit_for_bit(
         trainer, stop_after, idx_dir, tmp_path, monkeypatch):
     """Every piece of state a resume needs (shuffling order and position, momentum, dropout's RNG) is kept."""
@@ -279,11 +283,11 @@ def test_a_run_stopped_and_resumed_in_process_matches_an_uninterrupted_one_bit_f
 
         patch.setattr(sys.modules[TRAINERS[trainer].module], "build", stopping)
         stopped = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "stopped")])
-    assert stopped.exit_code == 130, stopped.output
+    assert stopped.exit_code == 143, stopped.output
     (run_dir,) = (tmp_path / "stopped").iterdir()
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     progress = state["progress"]
-    assert (progress["epoch"], progress["batch"], progress["step"]) == (stop_after // STEPS, stop_after % STEPS, stop_after)
+    assert (progress["epoch"], progress["batch"], progress["step"]) == divmod(stop_after, STEPS) + (stop_after,)
 
     resumed = CliRunner().invoke(cli, [trainer, "--resume", str(run_dir), "--no-viz"])
     assert resumed.exit_code == 0, resumed.output
