@@ -51,23 +51,28 @@ class Mutation:
     bug: str  # what a user would meet
 
 
+def nodes(path: str, *tests: str) -> tuple[str, ...]:
+    """Pytest node ids of the named tests in ``path``."""
+    return tuple(f"{path}::{test}" for test in tests)
+
+
 DEFINITIONS = "tests/test_definitions.py"
-RESUME = "tests/test_reliability.py::test_a_run_stopped_and_resumed_in_process_matches_an_uninterrupted_one_bit_for_bit"
-SGD_STEPS = "tests/test_knobs.py::test_hand_written_sgd_takes_the_steps_torch_optim_takes"
-SCHEDULES = "tests/test_knobs.py::test_cosine_falls_to_zero_over_the_run_and_step_decays_at_half_and_three_quarters"
-SPLIT = "tests/test_knobs.py::test_the_validation_split_is_fixed_disjoint_and_leaves_test_alone"
-DECIMATION = ("tests/test_economy.py::test_decimation_keeps_the_ends_and_every_buckets_extremes",
-              "tests/test_economy.py::test_a_short_curve_is_not_decimated",
-              "tests/test_economy.py::test_traces_on_the_server_stay_bounded")
-BUDGET = ("tests/test_economy.py::test_the_first_refresh_waits_for_its_prior_cost_then_each_next_for_the_last_cost",
-          "tests/test_economy.py::test_time_spent_in_the_background_counts_towards_the_cost",
-          "tests/test_economy.py::test_a_cheap_refresh_is_due_again_soon")
-GATE = ("tests/test_gate.py::test_host_name_drops_the_port_and_brackets",
-        "tests/test_gate.py::test_loopback_names_and_addresses",
-        "tests/test_gate.py::test_gate_rules",
-        "tests/test_gate.py::test_names_that_only_look_like_allowed_ones_are_refused")
-CHOICE = ("tests/test_sweep.py::test_the_chosen_trial_has_the_best_validation_accuracy_of_the_finished_ones_the_earliest_of_equals",
-          "tests/test_sweep.py::test_a_trial_tells_the_study_its_validation_accuracy_even_with_a_test_accuracy_at_hand")
+(RESUME,) = nodes("tests/test_reliability.py",
+                  "test_a_run_stopped_and_resumed_in_process_matches_an_uninterrupted_one_bit_for_bit")
+(SGD_STEPS,) = nodes("tests/test_knobs.py", "test_hand_written_sgd_takes_the_steps_torch_optim_takes")
+(SCHEDULES,) = nodes("tests/test_knobs.py",
+                     "test_cosine_falls_to_zero_over_the_run_and_step_decays_at_half_and_three_quarters")
+(SPLIT,) = nodes("tests/test_knobs.py", "test_the_validation_split_is_fixed_disjoint_and_leaves_test_alone")
+DECIMATION = nodes("tests/test_economy.py", "test_decimation_keeps_the_ends_and_every_buckets_extremes",
+                   "test_a_short_curve_is_not_decimated", "test_traces_on_the_server_stay_bounded")
+BUDGET = nodes("tests/test_economy.py",
+               "test_the_first_refresh_waits_for_its_prior_cost_then_each_next_for_the_last_cost",
+               "test_time_spent_in_the_background_counts_towards_the_cost", "test_a_cheap_refresh_is_due_again_soon")
+GATE = nodes("tests/test_gate.py", "test_host_name_drops_the_port_and_brackets", "test_loopback_names_and_addresses",
+             "test_gate_rules", "test_names_that_only_look_like_allowed_ones_are_refused")
+CHOICE = nodes("tests/test_sweep.py",
+               "test_the_chosen_trial_has_the_best_validation_accuracy_of_the_finished_ones_the_earliest_of_equals",
+               "test_a_trial_tells_the_study_its_validation_accuracy_even_with_a_test_accuracy_at_hand")
 
 MUTATIONS = (
     # --- the loop (trainers/loop.py)
@@ -127,7 +132,8 @@ MUTATIONS = (
     # --- the data split and batching (trainers/data.py)
     Mutation("data-last-batch-dropped", "trainers/data.py",
              (("        for start in range(skip * batch_size, n, batch_size):\n            index = order",
-               "        for start in range(skip * batch_size, n - batch_size + 1, batch_size):\n            index = order"),),
+               "        for start in range(skip * batch_size, n - batch_size + 1, batch_size):\n"
+               "            index = order"),),
              ("tests/test_data.py::test_batches_cover_the_split_once_in_a_seeded_order", DEFINITIONS),
              "the smaller last batch of an epoch is never trained on"),
     Mutation("data-validation-follows-the-global-seed", "trainers/data.py",
@@ -164,7 +170,8 @@ MUTATIONS = (
              (("self.seconds = prior  #", "self.seconds = 0.0  #"),),
              BUDGET, "the costly panes are refreshed at the first epoch of every run"),
     Mutation("budget-background-counted-whole", "viz/economy.py",
-             (("cost = self.seconds + self.background() - self.background_mark", "cost = self.seconds + self.background()"),),
+             (("cost = self.seconds + self.background() - self.background_mark",
+               "cost = self.seconds + self.background()"),),
              BUDGET, "the sender's time since the start counts against every refresh: panes stop refreshing"),
     # --- the gate (viz/visdom_server.py)
     Mutation("gate-127-prefix", "viz/visdom_server.py",
@@ -187,7 +194,8 @@ MUTATIONS = (
                "complete = [t for t in trials if t.value is not None]"),),
              CHOICE, "a pruned trial's last epoch can win over finished runs"),
     Mutation("sweep-told-test-accuracy", "trainers/sweep.py",
-             (('study.tell(trial, record["val_acc"])', 'study.tell(trial, record.get("test_acc", record["val_acc"]))'),),
+             (('study.tell(trial, record["val_acc"])',
+               'study.tell(trial, record.get("test_acc", record["val_acc"]))'),),
              CHOICE, "trials are ranked on the test set"),
     # --- the runs table (trainers/runs.py)
     Mutation("runs-dead-shown-running", "trainers/runs.py",
