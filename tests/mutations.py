@@ -270,7 +270,8 @@ def run_tests(copy: Path, tests: list[str]) -> tuple[str, list[str], float]:
     except subprocess.TimeoutExpired:
         return "timeout", [], time.monotonic() - started
     seconds = time.monotonic() - started
-    failing = re.findall(r"^(?:FAILED|ERROR) (\S+)", done.stdout, flags=re.MULTILINE)
+    # "FAILED tests/x.py::test[id] - reason": ids may hold spaces, the reason follows " - ".
+    failing = re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", done.stdout, flags=re.MULTILINE)
     if done.returncode == 0:
         return "passed", [], seconds
     if done.returncode in (1, 2) and failing:  # 2: a test module failed to import (collection error)
@@ -278,7 +279,17 @@ def run_tests(copy: Path, tests: list[str]) -> tuple[str, list[str], float]:
     return "error", [done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-300:]], seconds
 
 
+def condensed(ids: list[str]) -> str:
+    """Failing test ids, one entry per test function: ``file::test (3 cases)`` for parametrized ones."""
+    counts: dict[str, int] = {}
+    for test in ids:
+        base = test.split("[", 1)[0]
+        counts[base] = counts.get(base, 0) + 1
+    return " ".join(base + (f" ({n} cases)" if n > 1 else "") for base, n in counts.items())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """List the mutations, or run them and print the score; 0 when it meets TARGET with no errors."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="print the mutations and exit")
     parser.add_argument("--only", action="append", metavar="NAME", help="run only this mutation (repeatable)")
@@ -311,9 +322,10 @@ def main(argv: list[str] | None = None) -> int:
         tests = list(dict.fromkeys(t for m in chosen for t in m.tests))
         outcome, failing, seconds = run_tests(copy, tests)
         if outcome != "passed":
-            print(f"the unmutated copy does not pass its tests ({outcome}): {' '.join(failing)}")
+            print(f"the unmutated copy does not pass its tests ({outcome}): {condensed(failing)}")
             return 2
-        print(f"unmutated copy in {copy.parent}: {len(tests)} test ids pass ({seconds:.0f} s)")
+        print(f"unmutated copy in {copy.parent} passes its tests ({len(tests)} paths and ids, {seconds:.0f} s)",
+              flush=True)
         killed = errors = 0
         for m in chosen:
             source = copy / m.path
@@ -330,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                 source.write_text(original)
             if outcome in ("failed", "timeout"):
                 killed += 1
-                caught = " ".join(failing) if failing else f"tests ran past {TIMEOUT} s"
+                caught = condensed(failing) if failing else f"tests ran past {TIMEOUT} s"
                 print(f"{'killed':8}  {m.name:{width}}  {seconds:4.0f} s  by {caught}", flush=True)
             elif outcome == "passed":
                 print(f"{'SURVIVED':8}  {m.name:{width}}  {seconds:4.0f} s  {m.bug}; ran {' '.join(m.tests)}",
