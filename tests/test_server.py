@@ -140,6 +140,9 @@ def test_cli_start_status_stop(port, monkeypatch):
     assert process_gone(pid)
 
 
+LOGIN_REFUSAL = {"0.2.4": 400, "0.3.0": 401}  # how each visdom answers its API without the login cookie
+
+
 @needs_frontend
 def test_public_server_asks_for_login_and_keeps_credentials_out_of_files(
     port, tmp_path, monkeypatch, cache
@@ -159,7 +162,7 @@ def test_public_server_asks_for_login_and_keeps_credentials_out_of_files(
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)
     refused.value.close()
-    assert refused.value.code == 400
+    assert refused.value.code == LOGIN_REFUSAL[frontend.visdom_version()]
     assert (home / ".visdom" / "COOKIE_SECRET").is_file()
     for path in (cache, home):
         for file in path.rglob("*"):
@@ -317,6 +320,11 @@ def test_stale_pid_file_of_another_process_is_not_signalled(port):
 # --- frontend ---------------------------------------------------------------------
 
 
+# Copies of the two releases' server/build.py, whichever visdom this Python installed.
+BUILD_0_2_4 = Path(__file__).parent / "fixtures" / "visdom-0.2.4-build.py"
+BUILD_0_3_0 = Path(__file__).parent / "fixtures" / "visdom-0.3.0-build.py"
+
+
 @pytest.fixture
 def fake_static(tmp_path, monkeypatch):
     """An empty stand-in for visdom's static folder."""
@@ -333,7 +341,8 @@ def _fill(static: Path) -> None:
         path.write_text(frontend.visdom_version() if rel == "version.built" else "x")
 
 
-def test_missing_lists_every_file_of_an_empty_static_dir(fake_static):
+def test_missing_lists_every_file_of_an_empty_static_dir(fake_static, monkeypatch):
+    monkeypatch.setattr(frontend, "assets", lambda: frontend.assets_from_build(BUILD_0_2_4.read_text()))
     absent = frontend.missing()
 
     assert len(absent) == 21 + 8 + 1  # build.py's files, MathJax files, version.built
@@ -425,8 +434,11 @@ def _npm_registry(folder: Path, assets) -> Path:
     return folder
 
 
-def test_install_puts_npm_files_where_visdom_looks(fake_static, tmp_path, monkeypatch):
-    packed = _npm_registry(tmp_path / "packed", frontend.assets())
+@pytest.mark.parametrize("build_py", [BUILD_0_2_4, BUILD_0_3_0], ids=["0.2.4", "0.3.0"])
+def test_install_puts_npm_files_where_visdom_looks(fake_static, tmp_path, monkeypatch, build_py):
+    assets = frontend.assets_from_build(build_py.read_text())
+    monkeypatch.setattr(frontend, "assets", lambda: assets)
+    packed = _npm_registry(tmp_path / "packed", assets)
     _fake_npm(tmp_path / "bin", f'{shutil.which("cp")} {packed}/*.tgz "$PWD"\n')
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     lines = []
@@ -436,7 +448,8 @@ def test_install_puts_npm_files_where_visdom_looks(fake_static, tmp_path, monkey
     assert frontend.missing() == []
     # classnames is fetched by its bare name: unpkg serves the package's main file.
     assert (fake_static / "fonts/classnames").read_text() == "classnames@2.2.5:index.js"
-    assert (fake_static / "js/mathjax/2.7.5/MathJax.js").read_text() == "mathjax@2.7.5:MathJax.js"
+    mathjax = {BUILD_0_2_4: ("2.7.5", "MathJax.js"), BUILD_0_3_0: ("3.2.2", "es5/tex-mml-svg.js")}[build_py]
+    assert (fake_static / f"js/mathjax/{mathjax[0]}/{mathjax[1]}").read_text() == "mathjax@%s:%s" % mathjax
     assert (fake_static / "version.built").read_text() == frontend.visdom_version()
     assert lines == [
         "Fetching visdom's front-end files with npm (15 packages) ...",
@@ -505,10 +518,7 @@ def _build_py_table(source: str) -> dict[str, str]:
             for k, v in zip(table.keys, table.values)}
 
 
-BUILD_0_3_0 = Path(__file__).parent / "fixtures" / "visdom-0.3.0-build.py"
-
-
-@pytest.mark.parametrize("build_py", [None, BUILD_0_3_0], ids=["installed", "0.3.0"])
+@pytest.mark.parametrize("build_py", [None, BUILD_0_2_4, BUILD_0_3_0], ids=["installed", "0.2.4", "0.3.0"])
 def test_every_download_of_build_py_has_an_npm_asset(build_py):
     source = (build_py or frontend._visdom_dir() / "server" / "build.py").read_text()
     derived = frontend.assets_from_build(source)
@@ -530,7 +540,7 @@ def test_every_download_of_build_py_has_an_npm_asset(build_py):
 
 
 def test_the_two_visdom_releases_ask_for_their_own_versions():
-    old = {a.dest: a for a in frontend.assets_from_build((frontend._visdom_dir() / "server" / "build.py").read_text())}
+    old = {a.dest: a for a in frontend.assets_from_build(BUILD_0_2_4.read_text())}
     new = {a.dest: a for a in frontend.assets_from_build(BUILD_0_3_0.read_text())}
     assert old["css/react-resizable-styles.css"].spec == "react-resizable@1.4.6"
     assert new["css/react-resizable-styles.css"].spec == "react-resizable@3.1.3"

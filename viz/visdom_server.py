@@ -20,12 +20,14 @@ Run as ``python -m viz.visdom_server [--allow-host NAME ...] [--public] VISDOM_A
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import os
 import socket
 import sys
 import urllib.parse
 
+import tornado.netutil
 import tornado.web
 
 from viz.client import import_visdom
@@ -131,9 +133,28 @@ def main(argv: list[str] | None = None) -> None:
     from visdom.server import app, run_server
 
     run_server.Application = gated(app.Application, Gate(allowed))
+    tornado.netutil.bind_sockets = on_the_port_asked_for(tornado.netutil.bind_sockets)
     sys.argv = [sys.argv[0], *visdom_args]
     # visdom's own start would first check its front-end files online; trainviz installs them.
-    run_server.main()
+    try:
+        run_server.main()
+    except OSError as err:
+        sys.exit(f"visdom server: cannot listen: {err.strerror or err}")
+
+
+def on_the_port_asked_for(bind_sockets):
+    """tornado's ``bind_sockets``, refusing port 0.
+
+    visdom 0.3.0 moves to a random free port when its own is taken, where no trainer,
+    pid file or browser would look for it; trainviz's server fails on the port instead.
+    """
+
+    def bind(port, *args, **kwargs):
+        if port == 0:
+            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+        return bind_sockets(port, *args, **kwargs)
+
+    return bind
 
 
 if __name__ == "__main__":
