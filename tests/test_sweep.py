@@ -290,3 +290,21 @@ def test_trials_left_running_by_a_killed_sweep_run_again(tmp_path):
     assert [t.state.name for t in trials].count("FAIL") == 1
     assert killed["run"].read_status()["status"] == "failed"
     assert {f["status"] for f in trial_folders(out)} == {"failed", "finished"}
+
+
+def test_the_parsed_search_space_is_printed_before_anything_starts(idx_dir, tmp_path, monkeypatch):
+    """A SPEC cut short by the shell (`dropout=0|0.2` unquoted) shows as one choice at once."""
+    from trainers import sweep
+    from trainers.options import UserError
+
+    def refuse(_):
+        raise UserError("storage refused by the test")
+
+    monkeypatch.setattr(sweep, "open_storage", refuse)
+    result = CliRunner().invoke(cli, ["sweep", "mlp", "--data-dir", str(idx_dir), "--out", str(tmp_path / "out"),
+                                      "--param", "dropout=0", "--param", "lr=0.01..0.3:log",
+                                      "--param", "hidden=100|200,200", "--param", "batch-size=16..64:int", "--trials", "4"])
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0] == ("search space: --dropout 0 (1 choice); --lr 0.01..0.3 (log scale); "
+                                             "--hidden 100 | 200,200 (2 choices); --batch-size 16..64 (integers)")
+    assert not (tmp_path / "out").exists()

@@ -111,6 +111,22 @@ def convert(param: Param, value, command: click.Command, ctx: click.Context):
     return option.type.convert(str(value) if param.choices else value, option, ctx)
 
 
+def describe(params: list[Param] | tuple[Param, ...]) -> str:
+    """The search space as parsed, one setting after another, so a mistyped SPEC shows before anything runs.
+
+    >>> describe([Param("lr", "0.01..0.3:log", low=0.01, high=0.3, log=True), Param("dropout", "0", ("0",))])
+    'search space: --lr 0.01..0.3 (log scale); --dropout 0 (1 choice)'
+    """
+    def one(param: Param) -> str:
+        if param.choices:
+            count = len(param.choices)
+            return f"{param.option} {' | '.join(param.choices)} ({count} choice{'s' * (count != 1)})"
+        scale = "integers" if param.integer else "log scale" if param.log else "uniform"
+        return f"{param.option} {param.low:g}..{param.high:g} ({scale})"
+
+    return "search space: " + "; ".join(one(param) for param in params)
+
+
 def grid_points(params: list[Param]) -> list[dict[str, str]]:
     """Every combination of the choice lists, in order (the last param varies fastest)."""
     return [dict(zip([p.field for p in params], values)) for values in itertools.product(*[p.choices for p in params])]

@@ -44,7 +44,7 @@ from trainers.catalog import TRAINERS
 from trainers.options import UserError
 from trainers.run import Pruned, RunDir, RunHooks, process_alive
 from trainers.runs import epoch_records, text_table
-from trainers.search import PLUMBING, Param, convert, differences, grid_points
+from trainers.search import PLUMBING, Param, convert, describe, differences, grid_points
 from viz.sweep_board import SweepBoard, label, short
 
 POLL = 1.0  # seconds between a waiting worker's (and the progress bar's) looks at the study
@@ -440,6 +440,7 @@ def run(sweep: Sweep) -> None:
         UserError: the storage or the study cannot be used.
         click.exceptions.Exit: stopped by Ctrl-C (status 130) or SIGTERM (143).
     """
+    click.echo(describe(sweep.params))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if sweep.storage.startswith("sqlite") and sweep.jobs > 1:
         raise UserError("sqlite cannot take several workers writing at once (Optuna advises against it); "
