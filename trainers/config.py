@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,3 +60,47 @@ class MLPConfig(TrainConfig):
     activation: str = "relu"  # relu or leaky-relu (the class-based MLP only)
     negative_slope: float = 0.01  # LeakyReLU slope for negative inputs
     dropout: float = 0.0  # probability of zeroing a hidden unit in training
+
+
+def json_kind(value) -> str:
+    """What a JSON value is, for a message: ``a JSON array``, ``null``."""
+    kinds = {list: "a JSON array", str: "a JSON string", bool: "a JSON boolean", int: "a JSON number",
+             float: "a JSON number", dict: "a JSON object", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# Each field's annotation (a string: annotations are postponed) -> what a saved value must be, and its name.
+_KINDS = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "float": (_number, "a finite number"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "str | None": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "Path": (lambda v: isinstance(v, str), "a path"),
+    "Path | None": (lambda v: v is None or isinstance(v, str), "a path or null"),
+    "tuple[int, ...]": (lambda v: isinstance(v, (list, tuple)) and bool(v)
+                        and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in v),
+                        "a list of positive whole numbers"),
+}
+
+
+def settings_problem(values, config: type[TrainConfig]) -> str | None:
+    """Why saved settings (a config.json, a checkpoint's config) cannot rebuild ``config``; None when they can.
+
+    Example:
+        >>> settings_problem({"lr": "fast"}, TrainConfig)
+        "lr is 'fast', not a finite number"
+    """
+    if not isinstance(values, dict):
+        return f"it holds {json_kind(values)}, not an object of settings"
+    for field in dataclasses.fields(config):
+        if field.name in values:
+            check, kind = _KINDS[field.type]
+            if not check(values[field.name]):
+                shown = repr(values[field.name])
+                return f"{field.name} is {shown if len(shown) <= 40 else shown[:37] + '...'}, not {kind}"
+    return None

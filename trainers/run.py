@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import socket
 import time
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from viz.paths import atomic_path
+from trainers.catalog import TRAINERS
+from trainers.config import TrainConfig, json_kind, settings_problem
+from trainers.options import ENV_NAME, UserError
+from viz.paths import append_whole, atomic_path, no_space, try_lock
 
 
 # What status.json can say. A run writes "running" when it starts and one of the others
 # when it ends; a run killed outright leaves "running", with the pid and host that ran it.
 STATUSES = ("running", "finished", "stopped", "diverged", "pruned", "failed")
+# status.json is always this many bytes, padded with spaces: when the disk is full and no new
+# file can be written, the status is still rewritten in place, in blocks the file already has.
+STATUS_BYTES = 4096
+CHECKPOINT_KEYS = {"model", "optimizer", "config", "progress", "generator"}
 
 
 def process_alive(pid: int) -> bool:
@@ -27,6 +38,24 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # it exists, and belongs to another user
         return True
     return True
+
+
+class Damaged(UserError):
+    """A file of a run folder cannot be used: one line naming it, what is wrong and what to do (exit 2)."""
+
+    def __init__(self, file: Path, problem: str, todo: str = "restore it from a copy of the run folder"):
+        super().__init__(f"{file} is damaged: {problem}; {todo}")
+        self.file, self.problem = file, problem
+
+
+class Busy(UserError):
+    """Another process is writing the run folder (exit 2)."""
+
+
+def first_sentence(err: BaseException) -> str:
+    """The first line (and sentence) of an error, or its type's name when it says nothing."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text.split(". ")[0].rstrip(".")
 
 
 class Pruned(Exception):
@@ -56,6 +85,7 @@ class RunDir:
         self.checkpoint_file = path / "checkpoint.pt"
         self.events_file = path / "events.jsonl"
         self.status_file = path / "status.json"
+        self.lock_file = path / ".lock"  # held by the one process writing the folder
 
     @property
     def name(self) -> str:
@@ -78,61 +108,238 @@ class RunDir:
             return cls(path)
         raise FileExistsError(f"too many runs named {stem} in {out}")
 
+    @contextlib.contextmanager
+    def writing(self, wait: float = 0.0) -> Iterator[None]:
+        """Be the folder's one writer for the ``with`` block, or raise ``Busy`` naming the one that is.
+
+        The lock (``flock`` on ``.lock``) is the kernel's: a process killed outright lets go
+        of it at once, so a run it left behind can be resumed straight away. ``wait``:
+        seconds to wait for another writer to finish first.
+        """
+        try:
+            handle = try_lock(self.lock_file, wait)
+        except OSError as err:
+            raise UserError(f"cannot write in {self.path}: {err.strerror}") from None
+        if handle is None:
+            status = self.read_status()
+            holder = (f"pid {status['pid']} on {status.get('host', '?')}" if status.get("pid")
+                      else "another process")
+            raise Busy(f"{self.path} is in use: {holder} is writing it (see its status.json); "
+                       "wait for that run to end, or stop it, then try again")
+        try:
+            yield
+        finally:
+            handle.close()
+
     def write_config(self, settings: dict) -> None:
-        """Save every setting of the run."""
-        self.config_file.write_text(json.dumps(settings, indent=2) + "\n")
+        """Save every setting of the run (atomically)."""
+        self._replace(self.config_file, (json.dumps(settings, indent=2) + "\n").encode())
 
     def read_config(self) -> dict:
-        """The settings saved by ``write_config``."""
-        return json.loads(self.config_file.read_text())
+        """The settings saved by ``write_config``.
+
+        Raises:
+            OSError: there is no config.json (FileNotFoundError) or it cannot be read.
+            Damaged: it is not JSON, not an object, or a setting has the wrong type.
+        """
+        try:
+            values = json.loads(self.config_file.read_bytes())
+        except ValueError as err:  # UnicodeDecodeError included
+            raise Damaged(self.config_file, f"it is not JSON ({first_sentence(err)})") from None
+        trainer = TRAINERS.get(values.get("trainer")) if isinstance(values, dict) else None
+        problem = settings_problem(values, trainer.config if trainer else TrainConfig)
+        if problem is None and values.get("env") is not None and not (
+                isinstance(values["env"], str) and ENV_NAME.fullmatch(values["env"])):
+            problem = f"env is {values['env']!r:.40}, not a usable environment name"
+        if problem:
+            raise Damaged(self.config_file, problem)
+        return values
+
+    def update_config(self, **changes) -> None:
+        """Change some saved settings (a resume given a larger --epochs or a new --data-dir), keeping the rest."""
+        self.write_config({**self.read_config(), **changes})
 
     def write_status(self, status: str, **details) -> None:
         """Say how the run stands (one of ``STATUSES``), atomically, keeping when it started.
 
         "running" also records this process's pid and host, so a reader can tell a run in
-        progress from one that was killed.
+        progress from one that was killed. On a full disk the file is rewritten in place.
         """
         now = time.time()
         previous = self.read_status()
         record = {"status": status, "started": previous.get("started", now), "updated": now}
         if status == "running":
             record |= {"pid": os.getpid(), "host": socket.gethostname()}
-        with atomic_path(self.status_file) as partial:
-            partial.write_text(json.dumps(record | details) + "\n")
+        record |= details
+        if len(json.dumps(record)) > STATUS_BYTES - 1:  # only an error message can be this long
+            record["error"] = str(record.get("error", ""))[: STATUS_BYTES // 2]
+        text = json.dumps(record)
+        data = (text + " " * (STATUS_BYTES - 1 - len(text)) + "\n").encode()
+        try:
+            self._replace(self.status_file, data)
+        except OSError as err:
+            if not (no_space(err) and self._overwrite(self.status_file, data)):
+                raise
 
     def read_status(self) -> dict:
-        """What ``write_status`` last wrote; {} for a run without one (or one being replaced)."""
+        """What ``write_status`` last wrote; {} for a run without one (or one that is damaged)."""
         try:
-            return json.loads(self.status_file.read_text())
+            status = json.loads(self.status_file.read_bytes())
         except (OSError, ValueError):
             return {}
+        return status if isinstance(status, dict) else {}
+
+    def status_problem(self) -> str | None:
+        """Why status.json is damaged; None when it is sound or absent."""
+        try:
+            status = json.loads(self.status_file.read_bytes())
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            return f"status.json cannot be read ({err.strerror})"
+        except ValueError as err:
+            return f"status.json is not JSON ({first_sentence(err)})"
+        if not isinstance(status, dict):
+            return f"status.json holds {json_kind(status)}, not an object"
+        if status.get("status") not in STATUSES:
+            return f"status.json says {status.get('status')!r:.40}, not one of {', '.join(STATUSES)}"
+        return None
 
     def append_metrics(self, records: list[dict]) -> None:
-        """Add records to metrics.jsonl, one JSON object per line."""
-        with open(self.metrics_file, "a") as f:
-            f.writelines(json.dumps(record) + "\n" for record in records)
+        """Add records to metrics.jsonl, one JSON object per line, all of them or (a full disk) none."""
+        append_whole(self.metrics_file, "".join(json.dumps(record) + "\n" for record in records).encode())
+
+    def metric_lines(self) -> Iterator[tuple[int, int, dict | None, str]]:
+        """Each line of metrics.jsonl: (line number, offset of its end, the record or None, why not).
+
+        A record is a JSON object with a whole-number ``step``. The last line is cut off
+        when it has no newline: its writer was killed in the middle of it.
+        """
+        if not self.metrics_file.is_file():
+            return
+        end = 0
+        with open(self.metrics_file, "rb") as f:
+            for number, line in enumerate(f, 1):
+                end += len(line)
+                if not line.strip():
+                    continue
+                if not line.endswith(b"\n"):
+                    yield number, end, None, "is cut off (its writer was killed)"
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    yield number, end, None, "is not JSON"
+                    continue
+                if not isinstance(record, dict) or isinstance(record.get("step"), bool) \
+                        or not isinstance(record.get("step"), int):
+                    yield number, end, None, "is not a metrics record"
+                    continue
+                yield number, end, record, ""
 
     def read_metrics(self) -> list[dict]:
-        """Every record in metrics.jsonl."""
-        if not self.metrics_file.exists():
-            return []
-        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+        """Every record in metrics.jsonl; a cut-off last line (a killed writer) is left out.
 
-    def truncate_metrics(self, step: int) -> None:
-        """Drop records after ``step``: a resume continues from the checkpoint, not from later lines."""
-        kept = [r for r in self.read_metrics() if r["step"] <= step]
-        with atomic_path(self.metrics_file) as partial:
-            partial.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        Raises:
+            Damaged: a line before the last is not a record.
+        """
+        records = []
+        for number, _, record, why in self.metric_lines():
+            if record is None:
+                if why.startswith("is cut off"):
+                    continue
+                raise Damaged(self.metrics_file, f"line {number} {why}")
+            records.append(record)
+        return records
+
+    def truncate_metrics(self, step: int, dry_run: bool = False) -> None:
+        """Drop records after ``step``: a resume continues from the checkpoint, not from later lines.
+
+        Records are in step order, so this cuts the file where the first later one begins,
+        in place; damaged lines after the last kept record go with them (a killed
+        writer's last line). ``dry_run``: only check that it can.
+
+        Raises:
+            Damaged: a damaged line comes before a record the checkpoint needs.
+        """
+        keep, damaged = 0, None
+        for number, end, record, why in self.metric_lines():
+            if record is None:
+                damaged = damaged or f"line {number} {why}"
+            elif record["step"] <= step:
+                if damaged:
+                    raise Damaged(self.metrics_file, f"{damaged}, before the checkpoint's step {step}",
+                                  "restore the file from a copy, or delete that line to resume without it")
+                keep = end
+        if not dry_run and self.metrics_file.is_file() and self.metrics_file.stat().st_size > keep:
+            os.truncate(self.metrics_file, keep)
 
     def save_checkpoint(self, state: dict) -> None:
-        """Write checkpoint.pt atomically: a crash mid-write leaves the previous one intact."""
+        """Write checkpoint.pt atomically: a crash mid-write, or a full disk, leaves the previous one intact."""
         import torch  # here, not at the top: listing and replaying runs needs no torch
 
-        with atomic_path(self.checkpoint_file) as partial:
-            torch.save(state, partial)
+        buffer = io.BytesIO()  # serialised first, so a full disk surfaces as an OSError naming the file
+        torch.save(state, buffer)
+        self._replace(self.checkpoint_file, buffer.getbuffer())
 
     def load_checkpoint(self, device="cpu") -> dict:
-        """The state saved by ``save_checkpoint``, its tensors on ``device``."""
+        """The state saved by ``save_checkpoint``, its tensors on ``device``.
+
+        Raises:
+            OSError: there is no checkpoint.pt (FileNotFoundError) or it cannot be opened.
+            Damaged: it is empty, truncated, or not a trainviz checkpoint.
+        """
         import torch
 
-        return torch.load(self.checkpoint_file, map_location=device, weights_only=True)
+        try:
+            state = torch.load(self.checkpoint_file, map_location=device, weights_only=True)
+        except OSError:
+            raise
+        except Exception as err:  # a damaged file surfaces as one of many pickle, zip and EOF errors
+            why = "the file is empty" if self.checkpoint_file.stat().st_size == 0 else first_sentence(err)
+            raise Damaged(self.checkpoint_file, f"it cannot be read ({why})",
+                          "restore it from a copy of the run folder, or train the run again") from None
+        if not isinstance(state, dict) or not CHECKPOINT_KEYS <= state.keys():
+            raise Damaged(self.checkpoint_file, "it does not hold a trainviz checkpoint",
+                          "restore it from a copy of the run folder, or train the run again")
+        trainer = TRAINERS.get(state["config"].get("trainer")) if isinstance(state["config"], dict) else None
+        problem = settings_problem(state["config"], trainer.config if trainer else TrainConfig)
+        if problem:
+            raise Damaged(self.checkpoint_file, f"its settings: {problem}",
+                          "restore it from a copy of the run folder, or train the run again")
+        return state
+
+    def checkpoint_problem(self) -> str | None:
+        """Why checkpoint.pt is not a whole file (looked at without torch); None when it is, or is absent."""
+        if not self.checkpoint_file.exists():
+            return None
+        try:
+            whole = zipfile.is_zipfile(self.checkpoint_file)  # torch.save writes a zip archive
+        except OSError as err:
+            return f"checkpoint.pt cannot be read ({err.strerror})"
+        return None if whole else "checkpoint.pt is not a whole checkpoint (empty or cut short)"
+
+    def partial_checkpoints(self) -> list[Path]:
+        """What a process killed while saving a checkpoint leaves beside it."""
+        return sorted(self.path.glob(f".{self.checkpoint_file.name}.*.partial"))
+
+    @staticmethod
+    def _replace(target: Path, data: bytes) -> None:
+        """Write ``target`` whole under a temporary name and rename it into place."""
+        try:
+            with atomic_path(target) as partial, open(partial, "wb") as f:
+                f.write(data)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(target)) from None
+
+    @staticmethod
+    def _overwrite(target: Path, data: bytes) -> bool:
+        """Rewrite ``target`` in place, if it is exactly as long as ``data``: no new blocks needed."""
+        try:
+            with open(target, "r+b") as f:
+                if os.fstat(f.fileno()).st_size != len(data):
+                    return False
+                os.pwrite(f.fileno(), data, 0)
+            return True
+        except OSError:
+            return False
