@@ -17,8 +17,8 @@ from click.core import ParameterSource
 from trainers import __version__
 from trainers.catalog import TRAINERS, Trainer
 from trainers.options import UserError, env_name, server_options, train_options
-from trainers.run import RunDir
-from trainers.runs import COLUMNS, find_runs, format_table, sort_rows, summary
+from trainers.run import Damaged, RunDir
+from trainers.runs import COLUMNS, find_runs, format_table, problems, sort_rows, summary
 from viz.server import server_cli
 from viz.windows import COMPARE_ENV
 
@@ -152,12 +152,21 @@ def replay_command(run_dir: Path, server: str, port: int, env: str | None):
         raise UserError(f"{run_dir} holds no events.jsonl: give the folder of a run trained with the dashboard on")
     if not run.config_file.is_file() and env is None:
         raise UserError(f"{run_dir} holds no config.json; name the environment with --env")
+    if env is None:
+        try:
+            env = run.read_config().get("env") or run.path.name
+        except Damaged as err:
+            raise Damaged(err.file, err.problem, "name the environment to draw into with --env") from None
+        except OSError as err:
+            raise UserError(f"cannot read {run.config_file} ({err.strerror}); name the environment with --env") from None
     from viz.render import Renderer
     from viz.sink import read_events
     from viz.visdom_sink import rebuild
 
-    events, damaged = read_events(run.events_file)
-    env = env or run.read_config().get("env") or run.path.name
+    try:
+        events, damaged = read_events(run.events_file)
+    except OSError as err:
+        raise UserError(f"cannot read {run.events_file} ({err.strerror})") from None
     vis = visdom_at(server, port, env)
     rebuild(vis, Renderer(vis, env), events)
     note = f"; skipped {damaged} damaged line{'s' * (damaged != 1)}" if damaged else ""
@@ -193,6 +202,10 @@ def compare_command(run_dirs: tuple[Path, ...], server: str, port: int, env: str
     for run in runs:
         if not (run.config_file.is_file() and run.metrics_file.is_file()):
             raise UserError(f"{run.path} is not a trainviz run folder (no config.json and metrics.jsonl)")
+        drawn_from = [found for found in problems(run)[2] if found.startswith(("config.json", "metrics.jsonl"))]
+        if drawn_from:
+            raise UserError(f"{run.path} is damaged: {drawn_from[0]}; restore it from a copy of the run folder, "
+                            "or compare without it")
     from trainers.runs import comparison_events
     from viz.render import Renderer
 

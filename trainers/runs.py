@@ -9,7 +9,7 @@ import json
 import socket
 from pathlib import Path
 
-from trainers.run import RunDir, process_alive
+from trainers.run import Damaged, RunDir, process_alive
 
 # The table's columns: (key, heading). Sorting by an accuracy puts the best first.
 COLUMNS = (("run", "run"), ("trainer", "trainer"), ("status", "status"), ("settings", "settings"),
@@ -31,7 +31,7 @@ def settings_text(config: dict) -> str:
         parts.append(f"wd={config['weight_decay']:g}")
     if config.get("schedule", "constant") != "constant":
         parts.append(config["schedule"])
-    if "hidden" in config:
+    if isinstance(config.get("hidden"), list):
         parts.append(",".join(map(str, config["hidden"])))
         if config.get("trainer") == "mlp":
             parts.append(config.get("activation", "relu"))
@@ -43,48 +43,90 @@ def settings_text(config: dict) -> str:
 def status_of(run: RunDir) -> str:
     """The status the run wrote; a "running" run whose process is gone from this host is "failed"."""
     status = run.read_status()
+    pid = status.get("pid")
     if status.get("status") == "running" and status.get("host") == socket.gethostname() \
-            and not process_alive(status.get("pid", 0)):
+            and not (isinstance(pid, int) and process_alive(pid)):
         return "failed"
     return status.get("status", "-")
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def record_problem(record) -> str | None:
+    """Why an epoch or test record cannot be shown: a field of the wrong type; None when it can."""
+    if not isinstance(record, dict):
+        return "is not a metrics record"
+    if record.get("kind") == "epoch" and (isinstance(record.get("epoch"), bool) or not isinstance(record.get("epoch"), int)):
+        return "is an epoch record without a whole-number epoch"
+    for key, value in record.items():
+        if (key.endswith(("_acc", "_loss")) or key == "seconds") and not _number(value):
+            return f"has {key} {value!r:.40}, not a number"
+    return None
+
+
 def epoch_records(run: RunDir) -> list[dict]:
-    """The run's epoch and test records from metrics.jsonl (step records are skipped unparsed)."""
+    """The run's epoch and test records from metrics.jsonl (step records are skipped unparsed).
+
+    Raises:
+        Damaged: a line other than the last is not a record that can be shown.
+    """
     records = []
     if run.metrics_file.is_file():
-        with open(run.metrics_file) as f:
-            for line in f:
-                if '"kind": "step"' in line or not line.endswith("\n"):
+        with open(run.metrics_file, "rb") as f:
+            for number, line in enumerate(f, 1):
+                if b'"kind": "step"' in line or not line.endswith(b"\n") or not line.strip():
                     continue  # step records are most of the file; a line being written is not whole yet
                 try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    continue
+                    record = json.loads(line)
+                except ValueError:  # UnicodeDecodeError included
+                    raise Damaged(run.metrics_file, f"line {number} is not JSON") from None
+                problem = record_problem(record)
+                if problem:
+                    raise Damaged(run.metrics_file, f"line {number} {problem}")
+                records.append(record)
     return records
 
 
-def summary(run: RunDir, root: Path) -> dict:
-    """One row of the table."""
+def problems(run: RunDir) -> tuple[dict, list[dict], list[str]]:
+    """What can be read of a run (its config, its epoch records) and what is damaged in it, each in a phrase."""
+    found, config, records = [], {}, []
     try:
         config = run.read_config()
-    except (OSError, ValueError):
-        config = {}
-    records = epoch_records(run)
+    except Damaged as err:
+        found.append(f"config.json: {err.problem}")
+    except OSError as err:
+        found.append(f"config.json cannot be read ({err.strerror})")
+    try:
+        records = epoch_records(run)
+    except Damaged as err:
+        found.append(f"metrics.jsonl {err.problem}")
+    except OSError as err:
+        found.append(f"metrics.jsonl cannot be read ({err.strerror})")
+    found += [problem for problem in (run.status_problem(), run.checkpoint_problem()) if problem]
+    return config, records, found
+
+
+def summary(run: RunDir, root: Path) -> dict:
+    """One row of the table; a damaged run's row says "damaged" and, under ``damaged``, what is."""
+    config, records, found = problems(run)
     epochs = [r for r in records if r.get("kind") == "epoch"]
     val = [r["val_acc"] for r in epochs if "val_acc" in r]
     test = [r["test_acc"] for r in records if "test_acc" in r]
+    planned = config.get("epochs")
     return {
         "run": str(run.path.relative_to(root)) if run.path != root else run.name,
         "trainer": config.get("trainer", "?"),
-        "status": status_of(run),
-        "settings": settings_text(config),
+        "status": "damaged" if found else status_of(run),
+        "settings": settings_text(config) if config else "-",
         "epochs": len(epochs),
-        "epochs_planned": config.get("epochs"),
+        "epochs_planned": planned,
         "val_acc": max(val) if val else None,
         "test_acc": test[-1] if test else None,
         "seconds": round(sum(r.get("seconds", 0) for r in epochs), 1),
         "path": str(run.path),
+        "damaged": "; ".join(found) or None,
     }
 
 
@@ -105,7 +147,9 @@ def format_table(rows: list[dict]) -> str:
             return "-" if value is None else f"{value:.4f}"
         return str(value)
 
-    return text_table([[heading for _, heading in COLUMNS], *[[cell(row, key) for key, _ in COLUMNS] for row in rows]])
+    table = text_table([[heading for _, heading in COLUMNS], *[[cell(row, key) for key, _ in COLUMNS] for row in rows]])
+    notes = [f"damaged: {row['run']}: {row['damaged']}" for row in rows if row.get("damaged")]
+    return "\n".join([table, *notes])
 
 
 def text_table(lines: list[list[str]]) -> str:
@@ -122,7 +166,7 @@ def comparison_events(runs: list[RunDir], env: str) -> list[dict]:
     """
     events = []
     for run in runs:
-        config = run.read_config()
+        config = run.read_config()  # read and checked by the caller: compare refuses a damaged run first
         label = f"{run.name} ({settings_text(config)})"
         for record in epoch_records(run):
             if record.get("kind") != "epoch":
