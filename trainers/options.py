@@ -7,6 +7,7 @@ the heavy modules, so a mistake is reported at once.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import urllib.parse
 from pathlib import Path
@@ -24,6 +25,25 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+# The largest learning rate and weight decay taken: far past any that trains (a rate of 1e6
+# already diverges at once), and far below float32's limit (3.4e38), past which the SGD step
+# itself fails.
+MAX_RATE = 1e6
+MAX_WIDTH = 1_000_000  # a hidden layer's widest; what memory allows is checked when the run starts
+
+
+class Finite(click.FloatRange):
+    """A float range that also refuses nan and inf (``FloatRange`` lets nan through every bound)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
 class HiddenSizes(click.ParamType):
     """``200,200`` -> (200, 200)."""
 
@@ -38,6 +58,8 @@ class HiddenSizes(click.ParamType):
             sizes = ()
         if not sizes or min(sizes) < 1:
             self.fail(f"{value!r} is not a comma-separated list of positive layer widths, like 200,200", param, ctx)
+        if max(sizes) > MAX_WIDTH:
+            self.fail(f"{value!r} has a layer wider than {MAX_WIDTH:,} units", param, ctx)
         return sizes
 
 
@@ -47,6 +69,13 @@ def server_url(ctx, param, value: str) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("", "/"):
         raise click.BadParameter(f"{value!r} is not a server URL like http://localhost", ctx, param)
     return value.rstrip("/")
+
+
+def seed_range(ctx, param, value: int) -> int:
+    """Check that --seed is one torch's generators take (64 bits, signed or not)."""
+    if not -2**63 <= value < 2**64:
+        raise click.BadParameter(f"{value} does not fit in 64 bits", ctx, param)
+    return value
 
 
 # What visdom can store as a file name in its env folder and show in its menu.
@@ -89,11 +118,11 @@ def train_options(config: type[TrainConfig], activation: bool = False, **default
                           "default: the cache, then the system package, then a download."),
         click.option("--epochs", type=positive, default=d["epochs"], show_default=True, help="Passes over the training set."),
         click.option("--batch-size", type=positive, default=d["batch_size"], show_default=True, help="Samples per SGD step."),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=d["lr"], show_default=True,
+        click.option("--lr", type=Finite(min=0, max=MAX_RATE, min_open=True), default=d["lr"], show_default=True,
                      help="SGD learning rate."),
-        click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=d["momentum"],
+        click.option("--momentum", type=Finite(0, 1, max_open=True), default=d["momentum"],
                      show_default=True, help="SGD momentum (0: plain SGD)."),
-        click.option("--weight-decay", type=click.FloatRange(min=0), default=d["weight_decay"], show_default=True,
+        click.option("--weight-decay", type=Finite(min=0, max=MAX_RATE), default=d["weight_decay"], show_default=True,
                      help="L2 weight decay added to every gradient."),
         click.option("--schedule", type=click.Choice(SCHEDULES), default=d["schedule"], show_default=True,
                      help="Learning rate over the run: constant; cosine to 0 step by step; "
@@ -102,7 +131,8 @@ def train_options(config: type[TrainConfig], activation: bool = False, **default
                      help="Training images held out as a validation set (a fixed split; 0: none)."),
         click.option("--test/--no-test", default=d["test"], show_default=True,
                      help="Evaluate the test set every epoch (--no-test needs --val-size)."),
-        click.option("--seed", type=int, default=d["seed"], show_default=True, help="Seed for weights, shuffling and samples."),
+        click.option("--seed", type=int, default=d["seed"], show_default=True, callback=seed_range,
+                     help="Seed for weights, shuffling and samples."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=d["device"], show_default=True,
                      help="auto: cuda when available, else cpu."),
         click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=d["out"], show_default=True,
@@ -124,14 +154,14 @@ def train_options(config: type[TrainConfig], activation: bool = False, **default
         options += [
             click.option("--hidden", type=HiddenSizes(), default=",".join(map(str, d["hidden"])),
                          show_default=True, help="Hidden layer widths, comma-separated."),
-            click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=d["dropout"],
+            click.option("--dropout", type=Finite(0, 1, max_open=True), default=d["dropout"],
                          show_default=True, help="Probability of dropping a hidden unit in training."),
         ]
     if activation:
         options += [
             click.option("--activation", type=click.Choice(ACTIVATIONS), default=d["activation"],
                          show_default=True, help="Activation between the hidden layers."),
-            click.option("--negative-slope", type=click.FloatRange(min=0, max=1), default=d["negative_slope"],
+            click.option("--negative-slope", type=Finite(min=0, max=1), default=d["negative_slope"],
                          show_default=True, help="LeakyReLU slope for negative inputs."),
         ]
 
