@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -14,15 +15,16 @@ import torch
 from click.core import ParameterSource
 from tqdm import tqdm
 
-from trainers.catalog import TRAINERS
+from trainers.catalog import DATASETS, TRAINERS
 from trainers.config import TrainConfig
 from trainers.data import Data, DataError, load
 from trainers.loop import Diverged, Evaluation, Interrupted, Parts, Progress, evaluate, fit
 from trainers.options import UserError
 from trainers.report import Smoothed, report_curves, report_layers, report_panes, sample_indices
-from trainers.run import Pruned, RunDir, RunHooks
+from trainers.run import Damaged, Pruned, RunDir, RunHooks
 from trainers.schedule import Schedule
 from viz.economy import Budget
+from viz.paths import available_memory, free_space, human_bytes, no_space
 from viz.sink import HeldSink, Sink
 
 # The costly dashboard panes may take this share of the run's time (their measured cost
@@ -47,6 +49,10 @@ class DivergedError(click.ClickException):
     """Training produced a non-finite loss: exit status 3."""
 
     exit_code = 3
+
+
+class DiskFull(click.ClickException):
+    """The disk holding the run folder filled up: exit status 1 (what was saved before is intact)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,17 +118,35 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
         The last epoch's record.
 
     Raises:
-        UserError, Stopped, DivergedError, Pruned: the run did not finish; its
-        status.json says why.
+        UserError, Stopped, DivergedError, DiskFull, Pruned: the run did not finish; its
+        status.json says why. A run folder that another process writes is refused
+        (``trainers.run.Busy``, a UserError).
     """
+    # The run folder's lock is held from the moment the folder is known until the run ends.
+    with contextlib.ExitStack() as writer:
+        try:
+            return _train(config, data, labels, hooks, writer)
+        except OSError as err:
+            if not no_space(err):
+                raise
+            raise DiskFull(f"no space left on the disk holding {err.filename} ({free_space(Path(err.filename or '.'))} "
+                           "free) before training began: free some space and run again") from None
+
+
+def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: RunHooks,
+           writer: contextlib.ExitStack) -> dict:
+    """``train``'s work; ``writer`` takes the run folder's lock as soon as the folder is known."""
     device = resolve_device(config.device)
     state = None
     if config.resume is not None:
-        run, state = open_run(config)
+        run, state = open_run(config, writer)
         config = resumed_config(config, state)
     if not config.test and not config.val_size:
         raise UserError("--no-test leaves nothing to evaluate: give --val-size N too")
     if data is None:
+        if state is not None and config.data_dir is not None and not config.data_dir.exists():
+            raise UserError(f"the run's data folder {config.data_dir} is gone; give the folder that holds the "
+                            f"files now: trainviz {config.trainer} --resume {config.resume} --data-dir FOLDER")
         try:
             data = load(config.dataset, config.data_dir, device)
         except DataError as err:
@@ -133,11 +157,13 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
         raise UserError(str(err)) from None
     if config.batch_size > len(data.train):
         raise UserError(f"--batch-size {config.batch_size} is larger than the {len(data.train)} training samples")
+
+    # The model before the folder: one that cannot be allocated leaves nothing behind.
+    torch.manual_seed(config.seed)
+    parts = build(config, device)
     if state is None:
         run = new_run(config, labels)
-
-    torch.manual_seed(config.seed)
-    parts = TRAINERS[config.trainer].build()(config, device)
+        writer.enter_context(run.writing())
     generator = torch.Generator().manual_seed(config.seed)
     progress = Progress()
     if state is None:
@@ -145,16 +171,24 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
                     "torch": torch.__version__, "device_name": str(device), "data_source": str(data.source)}
         run.write_config(settings)
     else:
-        settings = run.read_config()
-        parts.model.load_state_dict(state["model"])
-        parts.optimizer.load_state_dict(state["optimizer"])
-        progress = Progress(**state["progress"])
-        generator.set_state(state["generator"])
+        try:
+            parts.model.load_state_dict(state["model"])
+            parts.optimizer.load_state_dict(state["optimizer"])
+            progress = Progress(**state["progress"])
+            generator.set_state(state["generator"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as err:  # tensors that do not fit the settings
+            raise Damaged(run.checkpoint_file, f"its state does not fit its settings ({first_line(err)})",
+                          "restore it from a copy of the run folder") from None
         if "rng" in state:  # dropout's draws continue where they stopped
             torch.set_rng_state(state["rng"])
         run.truncate_metrics(progress.step)
-    run.write_status("running")
-    hooks.started(run)
+        # What this command line changed (a larger --epochs, a new --data-dir) is the run's now.
+        saved = run.read_config()
+        changes = {key: value for key, value in config.to_dict().items()
+                   if key in ("epochs", "data_dir") and saved.get(key) != value}
+        if changes:
+            run.update_config(**changes)
+        settings = {**saved, **changes}
     schedule = Schedule(config.schedule, config.lr, config.epochs, math.ceil(len(data.train) / config.batch_size))
     shown = "test" if data.test is not None else "val"  # the held-out split the panes show
     sink = make_sink(config, run, resumed=state is not None)
@@ -164,8 +198,11 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
     held = HeldSink()  # layer norms, throughput, learning rate: drawn with the panes
     config_shown = state is not None  # a resumed run's environment has it already
 
+    saved = {"epoch": progress.epoch if state is not None else None}  # the last checkpoint written
+
     def save() -> None:
         run.save_checkpoint(checkpoint(parts, config, progress, generator))
+        saved["epoch"] = progress.epoch
 
     def on_steps(epoch: int, points: list[tuple[int, float]]) -> None:
         run.append_metrics([{"kind": "step", "epoch": epoch, "step": s, "train_loss": v} for s, v in points])
@@ -212,36 +249,45 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
     # The handlers stay installed while a stop is saved, so a second signal still quits at once.
     with StopSignals() as stop:
         try:
-            record = fit(parts, data, epochs=config.epochs, batch_size=config.batch_size, generator=generator,
-                         progress=progress, schedule=schedule, log_every=config.log_every, on_steps=on_steps,
-                         on_epoch=epoch_done, should_stop=stop.requested)
-        except Interrupted:
-            save()
-            held.release(sink)
-            sink.save()
-            end("stopped", epoch=progress.epoch, step=progress.step)
-            raise Stopped(
-                f"{signal.Signals(stop.signum).name} at epoch {progress.epoch + 1}, step {progress.step}: "
-                f"checkpoint and metrics saved in {run.path}; continue with: "
-                f"trainviz {config.trainer} --resume {run.path}",
-                128 + stop.signum,
-            ) from None
-        except Diverged as err:
-            end("diverged", step=err.step)
-            raise DivergedError(
-                f"{err}; the last good epoch's checkpoint and metrics are in {run.path}. Try a smaller --lr"
-            ) from None
-        except Pruned:
-            save()
-            held.release(sink)
-            sink.save()
-            end("pruned", epoch=progress.epoch)
+            try:
+                run.write_status("running")
+                hooks.started(run)
+                record = fit(parts, data, epochs=config.epochs, batch_size=config.batch_size, generator=generator,
+                             progress=progress, schedule=schedule, log_every=config.log_every, on_steps=on_steps,
+                             on_epoch=epoch_done, should_stop=stop.requested)
+            except Interrupted:
+                save()
+                held.release(sink)
+                sink.save()
+                end("stopped", epoch=progress.epoch, step=progress.step)
+                raise Stopped(
+                    f"{signal.Signals(stop.signum).name} at epoch {progress.epoch + 1}, step {progress.step}: "
+                    f"checkpoint and metrics saved in {run.path}; continue with: "
+                    f"trainviz {config.trainer} --resume {run.path}",
+                    128 + stop.signum,
+                ) from None
+            except Diverged as err:
+                end("diverged", step=err.step)
+                raise DivergedError(
+                    f"{err}; the last good epoch's checkpoint and metrics are in {run.path}. Try a smaller --lr"
+                ) from None
+            except Pruned:
+                save()
+                held.release(sink)
+                sink.save()
+                end("pruned", epoch=progress.epoch)
+                raise
+            end("finished", epoch=record["epoch"])
+        except (Stopped, DivergedError, Pruned):
             raise
         except BaseException as err:
-            end("failed", error=f"{type(err).__name__}: {err}")
+            if run.read_status().get("status") == "running":  # not ended yet
+                # On a full disk the status is rewritten in place; the dashboard's copy may not be written.
+                with contextlib.suppress(OSError):
+                    end("failed", error=f"{type(err).__name__}: {err}")
+            if no_space(err):
+                raise DiskFull(disk_full(err, run, config, saved["epoch"])) from None
             raise
-        else:
-            end("finished", epoch=record["epoch"])
         finally:
             sink.close()
     accuracy = f"test accuracy {record['test_acc']:.4f}" if "test_acc" in record else \
@@ -259,6 +305,55 @@ def epoch_line(record: dict, epochs: int) -> str:
     return f"{line}  {record['seconds']:.2f} s"
 
 
+def disk_full(err: OSError, run: RunDir, config: TrainConfig, saved_epoch: int | None) -> str:
+    """One line for a run stopped by a full disk: which file, how much space, what is intact, what to do."""
+    where = f"no space left on the disk holding {err.filename} ({free_space(Path(err.filename or run.path))} free)"
+    if saved_epoch is None:
+        return f"{where}; nothing was saved yet in {run.path}: free some space and start the run again"
+    checkpoint = f"epoch {saved_epoch}" if saved_epoch else "the start"
+    return (f"{where}; the last checkpoint ({checkpoint}) and the metrics are intact in {run.path}: free some "
+            f"space, then continue with: trainviz {config.trainer} --resume {run.path}")
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message, or its type's name."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+PIXELS, CLASSES = 28 * 28, 10  # every model's inputs and outputs
+FLOAT_BYTES = 4
+
+
+def memory_needed(config: TrainConfig) -> tuple[int, int]:
+    """(parameters, bytes) a model of ``config`` takes to train: weights, gradients, momentum, activations."""
+    widths = [PIXELS, *getattr(config, "hidden", ()), len(DATASETS[config.dataset].classes)]
+    parameters = sum(a * b + b for a, b in zip(widths, widths[1:]))
+    copies = 2 + (config.momentum > 0)  # the weights, their gradients, and SGD's momentum buffer
+    activations = 2 * (config.batch_size + 2048) * sum(widths)  # forward and backward, training and evaluating
+    return parameters, (parameters * copies + activations) * FLOAT_BYTES
+
+
+def build(config: TrainConfig, device: torch.device) -> Parts:
+    """The trainer's parts, or a UserError when the model does not fit in memory."""
+    parameters, needed = memory_needed(config)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = available_memory()
+    advice = "use smaller --hidden layers" if getattr(config, "hidden", None) else "use a smaller --batch-size"
+    if free is not None and needed > free:
+        raise UserError(f"the model needs about {human_bytes(needed)} of memory to train ({parameters:,} parameters) "
+                        f"and {device.type} has {human_bytes(free)} free; {advice}")
+    try:
+        return TRAINERS[config.trainer].build()(config, device)
+    except (MemoryError, RuntimeError) as err:
+        if not isinstance(err, (MemoryError, torch.OutOfMemoryError)) and "alloc" not in str(err):
+            raise
+        raise UserError(f"the model ({parameters:,} parameters) cannot be allocated on {device.type}: "
+                        f"{first_line(err)}; {advice}") from None
+
+
 def new_run(config: TrainConfig, labels: dict | None = None) -> RunDir:
     """A fresh run folder under ``config.out`` (named by ``labels["run_name"]`` when given), or a UserError."""
     try:
@@ -267,30 +362,62 @@ def new_run(config: TrainConfig, labels: dict | None = None) -> RunDir:
         raise UserError(f"cannot create a run folder in {config.out}: {err.strerror}; pick another --out") from None
 
 
-def open_run(config: TrainConfig) -> tuple[RunDir, dict]:
-    """The run folder named by --resume and its checkpoint, or a UserError."""
+def open_run(config: TrainConfig, writer: contextlib.ExitStack) -> tuple[RunDir, dict]:
+    """The run folder named by --resume, locked by ``writer`` for this process, and its checkpoint.
+
+    Raises:
+        UserError: the folder is not a run, another process writes it, it has no checkpoint
+            yet, it is another trainer's, or one of its files is damaged (``Damaged``).
+    """
     run = RunDir(config.resume)
-    if not (run.config_file.is_file() and run.checkpoint_file.is_file()):
+    if not (run.config_file.is_file() or run.checkpoint_file.is_file()):
         raise UserError(f"--resume {config.resume} is not a trainviz run folder (no config.json and checkpoint.pt)")
-    try:
-        state = run.load_checkpoint()
-    except Exception as err:  # a damaged file surfaces as one of many pickle/zip errors
-        raise UserError(f"cannot read {run.checkpoint_file}: {err}") from None
-    if state["config"].get("trainer") != config.trainer:
-        raise UserError(f"--resume {config.resume} is a {state['config'].get('trainer')} run; "
-                        f"resume it with: trainviz {state['config'].get('trainer')} --resume {config.resume}")
+    writer.enter_context(run.writing())  # before reading: the folder is this process's alone from here on
+    if not run.config_file.is_file():
+        raise UserError(f"--resume {config.resume} has a checkpoint.pt but no config.json: "
+                        "restore it from a copy of the run folder")
+    run.read_config()  # checked now, so a damaged one is said before the data is loaded
+    if not run.checkpoint_file.is_file():
+        left = run.partial_checkpoints()
+        killed = f" (its process was killed while writing the first one, which left {left[0].name})" if left else ""
+        raise UserError(f"--resume {config.resume}: the run has no checkpoint yet{killed}, so there is nothing "
+                        f"to continue; start it again: trainviz {config.trainer} with its settings")
+    state = run.load_checkpoint()
+    trainer = state["config"].get("trainer")
+    if trainer != config.trainer:
+        raise UserError(f"--resume {config.resume} is a {trainer} run; "
+                        f"resume it with: trainviz {trainer} --resume {config.resume}")
+    progress = state["progress"]
+    if not (isinstance(progress, dict) and isinstance(progress.get("epoch"), int)
+            and isinstance(progress.get("step"), int)):
+        raise Damaged(run.checkpoint_file, "it does not say where the run stands (no epoch and step)",
+                      "restore it from a copy of the run folder")
+    run.truncate_metrics(progress["step"], dry_run=True)  # damage before the checkpoint's step is said now
     return run, state
 
 
 def resumed_config(given: TrainConfig, state: dict) -> TrainConfig:
-    """The run's own settings, with where to show it (and a larger --epochs) from this command line."""
+    """The run's own settings, with where to show it, its data (and a larger --epochs) from this command line.
+
+    Raises:
+        UserError: the run has already trained the epochs asked for.
+    """
     config = type(given).from_dict(state["config"])
     ctx = click.get_current_context(silent=True)
     explicit = ctx is not None and ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE
-    return dataclasses.replace(
+    resumed = dataclasses.replace(
         config, viz=given.viz, server=given.server, port=given.port, device=given.device,
         epochs=given.epochs if explicit else config.epochs, resume=given.resume,
+        data_dir=given.data_dir if given.data_dir is not None else config.data_dir,
     )
+    done = state["progress"]["epoch"]
+    if resumed.epochs <= done:
+        if explicit:
+            raise UserError(f"--epochs {resumed.epochs} is not above the {done} epochs {given.resume} has trained; "
+                            "give a larger --epochs to train it further")
+        raise UserError(f"{given.resume} has trained all its {done} epochs; give --epochs N above {done} "
+                        "to train it further")
+    return resumed
 
 
 def make_sink(config: TrainConfig, run: RunDir, resumed: bool = False) -> Sink:
@@ -318,7 +445,12 @@ def checkpoint(parts: Parts, config: TrainConfig, progress: Progress, generator:
 
 
 def evaluate_run(run: RunDir, data_dir: Path | None, device: str) -> Evaluation:
-    """The test loss and accuracy of a run's checkpoint (its own data source unless ``data_dir``)."""
+    """The test loss and accuracy of a run's checkpoint (its own data source unless ``data_dir``).
+
+    Raises:
+        UserError: the checkpoint is damaged (``Damaged``) or names no known trainer, or the
+            data cannot be read.
+    """
     target = resolve_device(device)
     state = run.load_checkpoint(target)
     trainer = TRAINERS.get(state["config"].get("trainer"))
@@ -330,6 +462,10 @@ def evaluate_run(run: RunDir, data_dir: Path | None, device: str) -> Evaluation:
     except DataError as err:
         raise UserError(str(err)) from None
     torch.manual_seed(config.seed)
-    parts = trainer.build()(config, target)
-    parts.model.load_state_dict(state["model"])
+    parts = build(config, target)
+    try:
+        parts.model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, KeyError) as err:
+        raise Damaged(run.checkpoint_file, f"its weights do not fit its settings ({first_line(err)})",
+                      "restore it from a copy of the run folder") from None
     return evaluate(parts, data.test)
