@@ -559,7 +559,17 @@ def test_sweep_environment_draws_in_the_browser(visdom_port, browser, tmp_path):
     assert table.count("complete") == 4 and "★" in table, table
 
     # every trial streamed to its own environment, linked from the table
-    links = page.eval_on_selector_all("a[href^='env/e2e-sweep_trial-']", "links => links.map(a => a.textContent)")
+    links = page.eval_on_selector_all("a[href*='e2e-sweep_trial-']", "links => links.map(a => a.textContent)")
     assert sorted(links) == [f"e2e-sweep_trial-{n:03d}" for n in range(4)]
     for env in links:
         assert "accuracy" in window_data(visdom_port, env)
+    # following a link opens that trial's environment, with its windows
+    with page.expect_popup() as popup:
+        page.click("a:text-is('e2e-sweep_trial-002')")
+    trial = popup.value
+    trial.wait_for_load_state()
+    assert trial.url == f"http://127.0.0.1:{visdom_port}/env/e2e-sweep_trial-002"
+    trial.wait_for_selector(".window", timeout=20_000)
+    titles = trial.evaluate(WINDOW_INFO_JS)
+    assert WINDOWS["accuracy"].title in [window["title"] for window in titles]
+    trial.close()

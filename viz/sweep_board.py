@@ -1,14 +1,15 @@
 """A sweep's own environment: every trial's validation curve, settings -> accuracy, and the trials table.
 
 It draws rows made by ``trainers.sweep.trial_rows`` (plain dicts: number, params, state,
-value, epochs, curve, seconds, env), so it knows nothing of Optuna.
+value, epochs, curve, seconds, env), so it knows nothing of Optuna. Every string in them
+is escaped where it is drawn: settings come from the command line and the storage.
 """
 
 from __future__ import annotations
 
 import html
 
-from viz.render import send_figure
+from viz.render import escaped, send_figure
 from viz.windows import WINDOWS, opts
 
 COLORSCALE = "Viridis"
@@ -27,7 +28,7 @@ def short(value) -> str:
 def curves_figure(rows: list[dict]) -> dict:
     """One validation-accuracy line per trial that reported an epoch, the best one thick."""
     best = next((r["number"] for r in rows if r["state"] == "complete"), None)
-    data = [{"type": "scatter", "mode": "lines+markers", "name": f"#{r['number']} {label(r['params'])}",
+    data = [{"type": "scatter", "mode": "lines+markers", "name": escaped(f"#{r['number']} {label(r['params'])}"),
              "x": [epoch for epoch, _ in r["curve"]], "y": [value for _, value in r["curve"]],
              "line": {"width": 4 if r["number"] == best else 1.5, "dash": "dot" if r["state"] == "pruned" else "solid"},
              "marker": {"size": 5}}
@@ -50,11 +51,12 @@ def parcoords_figure(rows: list[dict], fields: list[str]) -> dict:
         values = [r["params"][field] for r in scored]
         numbers = [_number(v) for v in values]
         if all(n is not None for n in numbers):
-            dimensions.append({"label": field.replace("_", "-"), "values": numbers})
+            dimensions.append({"label": escaped(field.replace("_", "-")), "values": numbers})
         else:
             ticks = sorted({str(v) for v in values})
-            dimensions.append({"label": field.replace("_", "-"), "values": [ticks.index(str(v)) for v in values],
-                               "tickvals": list(range(len(ticks))), "ticktext": ticks})
+            dimensions.append({"label": escaped(field.replace("_", "-")),
+                               "values": [ticks.index(str(v)) for v in values],
+                               "tickvals": list(range(len(ticks))), "ticktext": [escaped(t) for t in ticks]})
     accuracy = [r["value"] for r in scored]
     dimensions.append({"label": "val acc", "values": accuracy})
     trace = {"type": "parcoords", "dimensions": dimensions,
@@ -83,7 +85,8 @@ def trials_html(rows: list[dict], fields: list[str]) -> str:
                  *[html.escape(short(r["params"].get(f))) for f in fields],
                  "-" if r["value"] is None else f"{r['value']:.4f}", str(r["epochs"]), html.escape(r["state"]),
                  "-" if r["seconds"] is None else f"{r['seconds']:.0f}",
-                 f"<a href='env/{html.escape(r['env'])}' target='_blank'>{html.escape(r['env'])}</a>"
+                 # relative to the page at /env/STUDY (or /): the trial's environment beside it
+                 f"<a href='../env/{html.escape(r['env'])}' target='_blank'>{html.escape(r['env'])}</a>"
                  if r["env"] else "-"]
         body.append(f"<tr style='{style}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return ("<div style='font-family:sans-serif;font-size:12px'>"
