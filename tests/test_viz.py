@@ -26,7 +26,7 @@ from trainers.report import (caption, learned_weights, report_curves, report_lay
 from trainers.run import RunDir
 from viz import client
 from viz.client import Client
-from viz.render import CAPTION, GREEN, RED, TILE, LostState, Renderer, label_tiles
+from viz.render import CAPTION, GREEN, RED, TILE, LostState, Renderer, label_tiles, text_html
 from viz.render import TRACE_CAP
 from viz.sink import RecordingSink, Sink, decode_array, decode_images, read_events
 from viz.visdom_sink import VisdomSink, rebuild
@@ -128,12 +128,12 @@ def test_consecutive_points_of_a_trace_go_in_one_request_in_order():
 def test_a_non_scalar_event_splits_the_batch_in_order():
     vis = mock_vis()
     Renderer(vis, ENV).render([scalars("train_loss", 1, {"loss": 2.0}), scalars("train_loss", 2, {"loss": 1.9}),
-                               {"kind": "text", "win": "predictions", "html": "<b>hi</b>"},
+                               {"kind": "text", "win": "predictions", "text": "<b>hi</b>"},
                                scalars("train_loss", 3, {"loss": 1.8})])
     assert names(vis) == ["lines", "text", "lines"]
     assert drawn(vis) == [("train_loss", ENV, {"loss": ([1, 2], [2.0, 1.9], "lines")}),
                           ("train_loss", ENV, {"loss": ([1, 2, 3], [2.0, 1.9, 1.8], "lines")})]
-    vis.text.assert_called_once_with("<b>hi</b>", win="predictions", env=ENV,
+    vis.text.assert_called_once_with(text_html("<b>hi</b>"), win="predictions", env=ENV,
                                      opts={"title": WINDOWS["predictions"].title, "width": WINDOWS["predictions"].width, "height": WINDOWS["predictions"].height})
 
 
@@ -190,7 +190,7 @@ def test_heatmap_bars_histogram_text_and_config_requests():
     sink.heatmap("confusion", [[3, 1], [0, 4]], ["a", "b"], ["a", "b"])
     sink.bars("class_acc", [0.75, 1.0], ["a", "b"])
     sink.histogram("weights", {"0.weight": ([-1.0, 0.0, 1.0], [0.2, 0.6, 0.2]), "2.weight": ([0.5], [2.0])})
-    sink.text("predictions", "<table></table>")
+    sink.text("predictions", "1 < 2 & <b>bold</b>")
     sink.config({"lr": 0.1, "name": "<x>"})
     vis = mock_vis()
     Renderer(vis, ENV).render(sink.events)
@@ -218,7 +218,8 @@ def test_heatmap_bars_histogram_text_and_config_requests():
         "legend": ["0.weight", "2.weight"]})
 
     text, config = vis.text.call_args_list
-    assert text.args == ("<table></table>",)
+    assert text.args == ("<div style='font-family:sans-serif;font-size:12px;white-space:pre-wrap'>"
+                         "1 &lt; 2 &amp; &lt;b&gt;bold&lt;/b&gt;</div>",)
     assert config.kwargs == dict(win="config", env=ENV,
                                  opts={"title": "Run config", "width": WINDOWS["config"].width, "height": WINDOWS["config"].height})
     assert "<b>lr</b> 0.1</div>" in config.args[0] and "&lt;x&gt;" in config.args[0]
@@ -258,10 +259,10 @@ def test_every_event_goes_to_the_events_file_one_line_each_in_order(tmp_path):
     sink.save()  # a save flushes the file, so a crash after it loses nothing before it
     lines = (tmp_path / "events.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == sent + [
-        {"kind": "text", "win": "predictions", "html": "<p>x</p>"}, {"kind": "save"}]
+        {"kind": "text", "win": "predictions", "text": "<p>x</p>"}, {"kind": "save"}]
     sink.close()
     assert read_events(tmp_path / "events.jsonl") == (sent + [
-        {"kind": "text", "win": "predictions", "html": "<p>x</p>"}, {"kind": "save"}], 0)
+        {"kind": "text", "win": "predictions", "text": "<p>x</p>"}, {"kind": "save"}], 0)
 
 
 def test_the_sender_merges_a_burst_into_one_request(tmp_path, capsys):
@@ -490,7 +491,7 @@ def test_report_emits_every_window_in_page_order():
     events, data, model = tiny_report()
     assert [(e["kind"], e.get("win")) for e in events] == [
         ("scalars", "train_loss"), ("scalars", "loss"), ("scalars", "accuracy"),
-        ("images", "samples"), ("text", "predictions"), ("images", "mistakes"),
+        ("images", "samples"), ("table", "predictions"), ("images", "mistakes"),
         ("confusion", "confusion"), ("bars", "class_acc"), ("templates", "templates"), ("histogram", "weights"),
         ("scalars", "weight_norm"), ("scalars", "grad_norm"), ("scalars", "throughput"),
     ]
@@ -559,11 +560,11 @@ def test_report_sample_grid_table_and_mistakes():
     assert samples["captions"] == ["a\n-> b 80%", "a\n-> a 90%", "c\n-> a 99%"]
     assert samples["marked"] == [True, False, True]
 
-    table = by_win["predictions"]["html"]
-    assert "<b>Epoch 2</b>: 1 of 3 right" in table
-    rows = table.split("<tr style=")[1:]
-    assert ["#c62828" in row for row in rows] == [True, False, True]
-    assert "<td>1</td><td>a</td><td>b</td><td style='text-align:right'>80.0%</td>" in rows[0]
+    table = by_win["predictions"]  # data, not markup: the renderer builds and escapes the pane
+    assert table["kind"] == "table" and table["caption"] == "Epoch 2: 1 of 3 right"
+    assert table["headings"] == ["#", "true", "predicted", "confidence"]
+    assert table["rows"] == [[1, "a", "b", "80.0%"], [2, "a", "a", "90.0%"], [3, "c", "a", "99.0%"]]
+    assert table["marked"] == [True, False, True]
 
     mistakes = by_win["mistakes"]  # every wrong prediction, most confident first
     np.testing.assert_array_equal(decode_images(mistakes), expected[[5, 1]])
@@ -588,7 +589,7 @@ def test_report_weight_histogram_is_a_density_and_skips_biases():
 def test_report_without_mistakes_says_so_instead_of_a_grid():
     events, _, _ = tiny_report(predicted=TEST_LABELS)
     (mistakes,) = [e for e in events if e.get("win") == "mistakes"]
-    assert mistakes["kind"] == "text" and "No mistakes" in mistakes["html"]
+    assert mistakes == {"kind": "text", "win": "mistakes", "text": "No mistakes on the test set at epoch 2."}
     assert next(e for e in events if e.get("win") == "confusion")["counts"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
 
 

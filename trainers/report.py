@@ -8,8 +8,6 @@ per-layer norms and throughput (every epoch).
 
 from __future__ import annotations
 
-import html
-
 import numpy as np
 import torch
 
@@ -84,7 +82,7 @@ def report_panes(sink: Sink, record: dict, result: Evaluation, split: Split, nam
     rows = [(int(labels[i]), int(predicted[i]), float(confidence[i])) for i in samples]
     sink.images("samples", pixels(split, samples), [caption(classes, *row) for row in rows],
                 [t != p for t, p, _ in rows])
-    sink.text("predictions", predictions_table(classes, rows, epoch))
+    sink.table("predictions", *predictions_table(classes, rows, epoch))
 
     # the most confident mistakes over the whole test set
     wrong = (predicted != labels).nonzero().squeeze(1)
@@ -94,7 +92,7 @@ def report_panes(sink: Sink, record: dict, result: Evaluation, split: Split, nam
                     [caption(classes, int(labels[i]), int(predicted[i]), float(confidence[i])) for i in worst],
                     [True] * len(worst))
     else:
-        sink.text("mistakes", f"<p>No mistakes on the {name} set at epoch {epoch}.</p>")
+        sink.text("mistakes", f"No mistakes on the {name} set at epoch {epoch}.")
 
     # confusion matrix and per-class accuracy
     k = len(classes)
@@ -153,19 +151,9 @@ def learned_weights(model, classes: tuple[str, ...]) -> tuple[np.ndarray, list[s
     return weights[order].reshape(-1, 28, 28).numpy(), [f"unit {int(i)}" for i in order], 8
 
 
-def predictions_table(classes: tuple[str, ...], rows: list[tuple[int, int, float]], epoch: int) -> str:
-    """An HTML table of true vs predicted classes with confidence; mistakes in red."""
-    body = "".join(
-        f"<tr style='color:{'#c62828;font-weight:bold' if t != p else '#222'}'>"
-        f"<td>{i}</td><td>{html.escape(classes[t])}</td><td>{html.escape(classes[p])}</td>"
-        f"<td style='text-align:right'>{c:.1%}</td></tr>"
-        for i, (t, p, c) in enumerate(rows, 1)
-    )
-    wrong = sum(t != p for t, p, _ in rows)
-    return (
-        f"<div style='font-family:sans-serif;font-size:12px'><b>Epoch {epoch}</b>: "
-        f"{len(rows) - wrong} of {len(rows)} right"
-        "<table style='border-collapse:collapse;width:100%'>"
-        "<tr><th>#</th><th align=left>true</th><th align=left>predicted</th><th>confidence</th></tr>"
-        f"{body}</table></div>"
-    )
+def predictions_table(classes: tuple[str, ...], rows: list[tuple[int, int, float]],
+                      epoch: int) -> tuple[str, list[str], list[list], list[bool]]:
+    """True vs predicted classes with confidence, as a table's caption, headings, rows and which are mistakes."""
+    wrong = [t != p for t, p, _ in rows]
+    return (f"Epoch {epoch}: {len(rows) - sum(wrong)} of {len(rows)} right", ["#", "true", "predicted", "confidence"],
+            [[i, classes[t], classes[p], f"{c:.1%}"] for i, (t, p, c) in enumerate(rows, 1)], wrong)

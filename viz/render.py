@@ -1,10 +1,17 @@
-"""Events -> Visdom calls. Used by the live sender and by ``trainviz replay``."""
+"""Events -> Visdom calls. Used by the live sender and by ``trainviz replay``.
+
+Events come from a run folder that anyone may have written, and visdom draws a text
+pane's HTML as it is, so every pane is built here from data: each string an event or a
+setting holds is escaped where it is put on the page (text, tables, trace names, tick
+labels), and no event carries markup of its own.
+"""
 
 from __future__ import annotations
 
 import functools
 import html
 from collections import defaultdict
+from html.parser import HTMLParser
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -134,6 +141,64 @@ def confusion_figure(counts: np.ndarray, classes: list[str]) -> dict:
     }
 
 
+PANE_STYLE = "font-family:sans-serif;font-size:12px"
+
+
+def escaped(text) -> str:
+    """A string from an event or a setting as it goes onto the page: never markup.
+
+    Plotly shows the entities as the characters they stand for, so a trace or tick
+    named ``<b>`` reads as typed.
+    """
+    return html.escape(str(text), quote=False)
+
+
+def text_html(text: str) -> str:
+    """A pane of plain text, its line breaks kept."""
+    return f"<div style='{PANE_STYLE};white-space:pre-wrap'>{html.escape(text)}</div>"
+
+
+def table_html(caption: str, headings: list[str], rows: list[list], marked: list[bool]) -> str:
+    """A table pane: the caption in bold, the headings, one row per entry, marked rows in red.
+
+    Numbers and percentages are right-aligned.
+    """
+    def cell(tag: str, value) -> str:
+        align = "right" if not isinstance(value, str) or value.endswith("%") else "left"
+        return f"<{tag} style='text-align:{align}'>{html.escape(str(value))}</{tag}>"
+
+    head = "".join(cell("th", heading) for heading in headings)
+    body = "".join(f"<tr style='color:{'#c62828;font-weight:bold' if bad else '#222'}'>"
+                   + "".join(cell("td", value) for value in row) + "</tr>" for row, bad in zip(rows, marked))
+    return (f"<div style='{PANE_STYLE}'><b>{html.escape(caption)}</b>"
+            f"<table style='border-collapse:collapse;width:100%'><tr>{head}</tr>{body}</table></div>")
+
+
+class _TextOf(HTMLParser):
+    """The text of a piece of HTML, a line per block and spaces between cells; no tag survives."""
+
+    BLOCKS = {"br", "p", "div", "tr", "table", "li", "h1", "h2", "h3", "h4"}
+
+    def __init__(self):
+        super().__init__()
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.parts.append("\n" if tag in self.BLOCKS else "  " if tag in ("td", "th") else "")
+
+    def handle_data(self, data):
+        self.parts.append(data)
+
+
+def markup_text(markup: str) -> str:
+    """What an HTML pane written by an older run says, as plain text: its tags and attributes dropped."""
+    parser = _TextOf()
+    parser.feed(markup)
+    parser.close()
+    lines = [line.strip() for line in "".join(parser.parts).splitlines()]
+    return "\n".join(line for line in lines if line)
+
+
 def config_html(settings: dict) -> str:
     """Every setting as "name value", in three columns to fit a wide, short pane."""
     lines = "".join(
@@ -235,7 +300,7 @@ class Renderer:
         drawn = []
         for trace in self.traces[(env, win)]:
             x, y = zip(*self.shown[(env, win, trace)])
-            drawn.append((trace, list(x), list(y), "markers" if trace in MARKERS else "lines"))
+            drawn.append((escaped(trace), list(x), list(y), "markers" if trace in MARKERS else "lines"))
         self.vis.lines(drawn, win=win, env=env, opts=opts(win, showlegend=True))
         self.created.add((env, win))
 
@@ -249,16 +314,22 @@ class Renderer:
         wipe the traces another run put there in between.
         """
         x, y = curve(self.history[(env, win, trace)])
-        answer = self.vis.line(Y=y, X=x, win=win, env=env, name=trace, update="replace")
+        name = escaped(trace)
+        answer = self.vis.line(Y=y, X=x, win=win, env=env, name=name, update="replace")
         if answer != win:  # visdom answers the window's id, or why not ("win does not exist", no env)
-            self.vis.add_trace(x.tolist(), y.tolist(), win, env, trace, opts(win, showlegend=True))
+            self.vis.add_trace(x.tolist(), y.tolist(), win, env, name, opts(win, showlegend=True))
 
     def _images(self, event: dict) -> None:
         tiles = label_tiles(decode_images(event), event["captions"], event["marked"])
         self.vis.png(grid(tiles, columns=8), win=event["win"], env=self.env, opts=opts(event["win"]))
 
     def _text(self, event: dict) -> None:
-        self.vis.text(event["html"], win=event["win"], env=self.env, opts=opts(event["win"]))
+        text = event["text"] if "text" in event else markup_text(event["html"])  # "html": an older run's pane
+        self.vis.text(text_html(text), win=event["win"], env=self.env, opts=opts(event["win"]))
+
+    def _table(self, event: dict) -> None:
+        self.vis.text(table_html(event["caption"], event["headings"], event["rows"], event["marked"]),
+                      win=event["win"], env=self.env, opts=opts(event["win"]))
 
     def _config(self, event: dict) -> None:
         self.vis.text(config_html(event["settings"]), win="config", env=self.env, opts=opts("config"))
@@ -274,17 +345,19 @@ class Renderer:
                      opts=opts(event["win"]))
 
     def _confusion(self, event: dict) -> None:
-        send_figure(self.vis, self.env, event["win"], confusion_figure(np.array(event["counts"]), event["classes"]))
+        send_figure(self.vis, self.env, event["win"],
+                    confusion_figure(np.array(event["counts"]), [escaped(c) for c in event["classes"]]))
 
     def _heatmap(self, event: dict) -> None:
         self.vis.heatmap(X=np.array(event["matrix"], dtype=float), win=event["win"], env=self.env,
-                         opts=opts(event["win"], rownames=event["rows"], columnnames=event["columns"],
+                         opts=opts(event["win"], rownames=[escaped(r) for r in event["rows"]],
+                                   columnnames=[escaped(c) for c in event["columns"]],
                                    colormap="Viridis",
                                    layoutopts={"plotly": {"margin": {"l": 100, "b": 90}}}))
 
     def _bars(self, event: dict) -> None:
         self.vis.bar(X=np.array(event["values"], dtype=float), win=event["win"], env=self.env,
-                     opts=opts(event["win"], rownames=event["names"]))
+                     opts=opts(event["win"], rownames=[escaped(n) for n in event["names"]]))
 
     def _histogram(self, event: dict) -> None:
         names = list(event["series"])
@@ -295,7 +368,8 @@ class Renderer:
         for i, name in enumerate(names):
             centers, density = event["series"][name]["centers"], event["series"][name]["density"]
             x[: len(centers), i], y[: len(density), i] = centers, density
-        self.vis.line(Y=y, X=x, win=event["win"], env=self.env, opts=opts(event["win"], legend=names))
+        self.vis.line(Y=y, X=x, win=event["win"], env=self.env,
+                      opts=opts(event["win"], legend=[escaped(n) for n in names]))
 
     def _save(self, event: dict) -> None:
         envs = [self.env] + sorted({env for env, _, _ in self.history if env != self.env})

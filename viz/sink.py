@@ -3,19 +3,26 @@
 Training code calls these methods with window keys from ``viz.windows`` and plain
 numbers; it never sees Visdom. Every call becomes one event, a JSON-ready dict, so a
 run can be recorded, written to disk and replayed.
+
+Events hold data, never markup: a pane of text or a table is its strings, and the
+renderer escapes every one where it draws it. A run folder may come from anyone, so
+``read_events`` also checks each event's shape before it is drawn.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
+from viz.windows import WINDOWS
 
-KINDS = {"scalars", "series", "images", "templates", "text", "heatmap", "confusion", "bars", "histogram", "config",
-         "outcome", "save"}
+KINDS = {"scalars", "series", "images", "templates", "text", "table", "heatmap", "confusion", "bars", "histogram",
+         "config", "outcome", "save"}
 POINT_KINDS = {"scalars", "series"}  # events that add points to line windows
 
 
@@ -60,9 +67,14 @@ class Sink:
         """A confusion matrix of counts, rows the true classes, columns the predicted ones."""
         self.emit({"kind": "confusion", "win": win, "counts": counts, "classes": classes})
 
-    def text(self, win: str, html: str) -> None:
-        """An HTML pane."""
-        self.emit({"kind": "text", "win": win, "html": html})
+    def text(self, win: str, text: str) -> None:
+        """A pane of plain text (the renderer escapes it: it is never markup)."""
+        self.emit({"kind": "text", "win": win, "text": text})
+
+    def table(self, win: str, caption: str, headings: list[str], rows: list[list], marked: list[bool]) -> None:
+        """A table: a caption, its headings, rows of strings or numbers, ``marked`` rows in red."""
+        self.emit({"kind": "table", "win": win, "caption": caption, "headings": headings, "rows": rows,
+                   "marked": [bool(m) for m in marked]})
 
     def heatmap(self, win: str, matrix: list[list[float]], rows: list[str], columns: list[str]) -> None:
         """A labelled matrix (runs before the confusion pane drew their matrix with this)."""
@@ -146,7 +158,7 @@ def decode_array(event: dict) -> np.ndarray:
 
 
 def read_events(path: Path) -> tuple[list[dict], int]:
-    """The events of an events.jsonl file, and how many lines were damaged and skipped."""
+    """The events of an events.jsonl file, and how many lines were damaged (or not events) and skipped."""
     events, damaged = [], 0
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -157,8 +169,109 @@ def read_events(path: Path) -> tuple[list[dict], int]:
             except json.JSONDecodeError:
                 damaged += 1
                 continue
-            if isinstance(event, dict) and event.get("kind") in KINDS:
+            if drawable(event):
                 events.append(event)
             else:
                 damaged += 1
     return events, damaged
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numbers(value) -> bool:
+    return isinstance(value, list) and all(_number(v) or v is None for v in value)
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _flags(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, bool) for v in value)
+
+
+def _matrix(value) -> bool:
+    return isinstance(value, list) and all(_numbers(row) for row in value)
+
+
+def _decodes(event: dict, key: str, dtype: str) -> bool:
+    """Whether an event's base64 array holds exactly what its shape says."""
+    shape = event.get("shape")
+    if not (isinstance(shape, list) and len(shape) in (3, 4) and all(isinstance(n, int) and n > 0 for n in shape)):
+        return False
+    try:
+        size = len(base64.b64decode(event[key], validate=True))
+    except (binascii.Error, TypeError, ValueError):
+        return False
+    return size == math.prod(shape) * np.dtype(dtype).itemsize
+
+
+# What each kind of event needs, field by field: the renderer draws only events that pass.
+_FIELDS = {
+    "scalars": {"x": _number, "values": lambda v: isinstance(v, dict) and all(map(_number, v.values()))},
+    "series": {"x": _numbers, "values": lambda v: isinstance(v, dict) and all(map(_numbers, v.values()))},
+    "images": {"captions": _strings, "marked": _flags},
+    "templates": {"captions": _strings, "dtype": lambda v: v in ("float16", "float32"),
+                  "columns": lambda v: isinstance(v, int) and v > 0},
+    "text": {},
+    "table": {"caption": lambda v: isinstance(v, str), "headings": _strings, "marked": _flags,
+              "rows": lambda v: isinstance(v, list) and all(isinstance(r, list) and all(
+                  isinstance(c, str) or _number(c) for c in r) for r in v)},
+    "heatmap": {"matrix": _matrix, "rows": _strings, "columns": _strings},
+    "confusion": {"counts": _matrix, "classes": _strings},
+    "bars": {"values": _numbers, "names": _strings},
+    "histogram": {"series": lambda v: isinstance(v, dict) and all(
+        isinstance(s, dict) and _numbers(s.get("centers")) and _numbers(s.get("density")) for s in v.values())},
+    "config": {"settings": lambda v: isinstance(v, dict)},
+    "outcome": {"status": lambda v: isinstance(v, str), "metrics": lambda v: isinstance(v, dict)},
+    "save": {},
+}
+_OPTIONAL = {"columns"}  # fields an event may leave out
+
+
+def drawable(event) -> bool:
+    """Whether ``event`` is one the renderer can draw: a known kind and window, each field of its type."""
+    if not isinstance(event, dict) or event.get("kind") not in KINDS:
+        return False
+    kind = event["kind"]
+    if kind not in ("config", "outcome", "save") and event.get("win") not in WINDOWS:
+        return False
+    if event.get("env") is not None:  # a file draws into its own run's environment, never into another
+        return False
+    for field, check in _FIELDS.get(kind, {}).items():
+        if field not in event:
+            if field in _OPTIONAL:
+                continue
+            return False
+        if not check(event[field]):
+            return False
+    if kind == "text":  # "html": what runs before plain-text panes wrote, drawn as text now
+        return isinstance(event.get("text"), str) or isinstance(event.get("html"), str)
+    if kind in ("images", "templates"):
+        key, dtype = ("pixels", "uint8") if kind == "images" else ("values", event["dtype"])
+        return _decodes(event, key, dtype) and len(event["captions"]) == event["shape"][0] \
+            and (kind == "templates" or len(event["marked"]) == event["shape"][0])
+    return _sizes_agree(event)
+
+
+def _sizes_agree(event: dict) -> bool:
+    """Whether an event's lists are as long as each other, as the renderer takes them to be."""
+    kind = event["kind"]
+    if kind == "series":
+        return all(len(values) == len(event["x"]) for values in event["values"].values())
+    if kind == "table":
+        return len(event["rows"]) == len(event["marked"])
+    if kind == "confusion":
+        return len(event["counts"]) == len(event["classes"]) and all(
+            len(row) == len(event["classes"]) for row in event["counts"])
+    if kind == "heatmap":
+        return len(event["matrix"]) == len(event["rows"]) and all(
+            len(row) == len(event["columns"]) for row in event["matrix"])
+    if kind == "bars":
+        return len(event["values"]) == len(event["names"]) > 0
+    if kind == "histogram":
+        return bool(event["series"]) and all(
+            len(s["centers"]) == len(s["density"]) > 0 for s in event["series"].values())
+    return True
