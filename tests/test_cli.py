@@ -101,13 +101,15 @@ def test_python_dash_m_trainers_is_the_same_command():
     assert all(name in out.stdout for name in TRAINERS)
 
 
-# What each command imported, run in a fresh interpreter: torch and torchvision must not be there.
+# What each command imported, run in a fresh interpreter: torch and torchvision must not be there,
+# nor what visdom 0.3.0 would import for embeddings (openTSNE, with scikit-learn and scipy).
+HEAVY = ("torch", "torchvision", "openTSNE", "sklearn", "scipy")
 IMPORTS_SCRIPT = """
 import sys
 from trainers.cli import cli
 status = cli.main(sys.argv[1:], prog_name="trainviz", standalone_mode=False)
-print("HEAVY", [name for name in ("torch", "torchvision") if name in sys.modules], file=sys.stderr)
-"""
+print("HEAVY", [name for name in HEAVY if name in sys.modules], file=sys.stderr)
+""".replace("HEAVY if", f"{HEAVY} if")
 
 
 @pytest.mark.parametrize("args", [
@@ -153,3 +155,19 @@ def test_every_activation_choice_has_a_layer():
     from trainers.mlp import ACTIVATION_LAYERS
 
     assert set(ACTIVATIONS) == set(ACTIVATION_LAYERS)
+
+
+def test_visdom_is_imported_without_torch_and_leaves_sys_modules_alone():
+    """The import finder hides torch from visdom only while visdom is imported: nothing is left in its place."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from viz.client import visdom; "
+              "print('torch' in sys.modules, 'openTSNE' in sys.modules, sys.meta_path[0].__class__.__name__); "
+              "import torch; print(type(sys.modules['torch']).__name__)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.splitlines()
+    assert first.split()[:2] == ["False", "False"] and first.split()[2] != "_Hidden"
+    assert second == "module"
