@@ -171,14 +171,11 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
                     "torch": torch.__version__, "device_name": str(device), "data_source": str(data.source)}
         run.write_config(settings)
     else:
-        try:
-            parts.model.load_state_dict(state["model"])
-            parts.optimizer.load_state_dict(state["optimizer"])
-            progress = Progress(**state["progress"])
-            generator.set_state(state["generator"])
-        except (RuntimeError, ValueError, TypeError, KeyError) as err:  # tensors that do not fit the settings
-            raise Damaged(run.checkpoint_file, f"its state does not fit its settings ({first_line(err)})",
-                          "restore it from a copy of the run folder") from None
+        check_fits(run, parts, state)
+        parts.model.load_state_dict(state["model"])
+        parts.optimizer.load_state_dict(state["optimizer"])
+        progress = Progress(**state["progress"])
+        generator.set_state(state["generator"])
         if "rng" in state:  # dropout's draws continue where they stopped
             torch.set_rng_state(state["rng"])
         run.truncate_metrics(progress.step)
@@ -463,9 +460,20 @@ def evaluate_run(run: RunDir, data_dir: Path | None, device: str) -> Evaluation:
         raise UserError(str(err)) from None
     torch.manual_seed(config.seed)
     parts = build(config, target)
-    try:
-        parts.model.load_state_dict(state["model"])
-    except (RuntimeError, TypeError, KeyError) as err:
-        raise Damaged(run.checkpoint_file, f"its weights do not fit its settings ({first_line(err)})",
-                      "restore it from a copy of the run folder") from None
+    check_fits(run, parts, state)
+    parts.model.load_state_dict(state["model"])
     return evaluate(parts, data.test)
+
+
+def check_fits(run: RunDir, parts: Parts, state: dict) -> None:
+    """Refuse (``Damaged``) a checkpoint whose weights, progress or generator do not fit the model its settings build."""
+    model = parts.model.state_dict()
+    weights = state["model"]
+    fits = isinstance(weights, dict) and weights.keys() == model.keys() and all(
+        isinstance(weights[k], torch.Tensor) and weights[k].shape == v.shape for k, v in model.items())
+    fields = {f.name for f in dataclasses.fields(Progress)}
+    fits = fits and isinstance(state["progress"], dict) and state["progress"].keys() <= fields \
+        and isinstance(state["generator"], torch.Tensor) and isinstance(state["optimizer"], dict)
+    if not fits:
+        raise Damaged(run.checkpoint_file, "its weights or progress do not fit the model its settings describe",
+                      "restore it from a copy of the run folder")

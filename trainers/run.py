@@ -28,8 +28,8 @@ CHECKPOINT_KEYS = {"model", "optimizer", "config", "progress", "generator"}
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this machine."""
-    if pid <= 0:
+    """Whether a process with this pid exists on this machine (a pid that is not a number: no)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)

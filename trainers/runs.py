@@ -43,9 +43,8 @@ def settings_text(config: dict) -> str:
 def status_of(run: RunDir) -> str:
     """The status the run wrote; a "running" run whose process is gone from this host is "failed"."""
     status = run.read_status()
-    pid = status.get("pid")
     if status.get("status") == "running" and status.get("host") == socket.gethostname() \
-            and not (isinstance(pid, int) and process_alive(pid)):
+            and not process_alive(status.get("pid", 0)):
         return "failed"
     return status.get("status", "-")
 
