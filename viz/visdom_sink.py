@@ -18,6 +18,7 @@ from pathlib import Path
 import requests
 
 from viz.client import connect
+from viz.paths import append_whole
 from viz.render import Renderer
 from viz.sink import POINT_KINDS, Sink, read_events
 
@@ -56,8 +57,9 @@ class VisdomSink(Sink):
                  rebuild_first: bool = False):
         self.server, self.port, self.env = server, port, env
         self.events_path = Path(events_file)
-        # Line-buffered: a killed process still leaves every event it reported on disk.
-        self._file = open(self.events_path, "a", encoding="utf-8", buffering=1)
+        # Unbuffered, a line per write: a killed process still leaves every event it reported on
+        # disk, and a full disk leaves no half line (the write that failed is cut off again).
+        self._file = open(self.events_path, "ab", buffering=0)
         self._connect = connect_with
         self._flush_seconds, self._max_pending = flush_seconds, max_pending
         self._wake = threading.Condition()
@@ -77,9 +79,9 @@ class VisdomSink(Sink):
         self._thread.start()
 
     def emit(self, event: dict) -> None:
-        line = json.dumps(event)
+        line = (json.dumps(event) + "\n").encode()
         with self._wake:
-            self._file.write(line + "\n")
+            append_whole(self.events_path, line, self._file)
             self._pending.append(event)
             if len(self._pending) > self._max_pending:
                 del self._pending[: len(self._pending) - self._max_pending]
