@@ -208,7 +208,13 @@ def _check_env_path(env_path: Path) -> Path:
 
 
 def _login_env(env: dict[str, str]) -> dict[str, str]:
-    """Environment that lets visdom's -enable_login read credentials without prompting."""
+    """Environment that lets visdom's -enable_login read credentials without prompting.
+
+    visdom signs its login cookie with ~/.visdom/COOKIE_SECRET; whoever can read that
+    file can forge a login. visdom would write it readable by everyone (0644, in a 0755
+    folder), so it is written here first, 0600 in a 0700 folder, from $VISDOM_COOKIE or
+    a fresh random secret; one found readable by others is made private.
+    """
     missing = [name for name in _CREDENTIAL_VARS if not os.environ.get(name)]
     if missing:
         raise ServerError(
@@ -217,12 +223,23 @@ def _login_env(env: dict[str, str]) -> dict[str, str]:
         )
     # Without this visdom 0.2.4 prompts on stdin for username, password and cookie secret.
     env = {**env, "VISDOM_USE_ENV_CREDENTIALS": "1"}
-    # visdom signs its login cookie with ~/.visdom/COOKIE_SECRET and, when that file
-    # is absent, exits unless VISDOM_COOKIE supplies a secret to create it from.
     visdom_home = Path.home() / ".visdom"
-    if not (visdom_home / "COOKIE_SECRET").is_file() and not env.get("VISDOM_COOKIE"):
-        visdom_home.mkdir(parents=True, exist_ok=True)
-        env["VISDOM_COOKIE"] = secrets.token_hex(32)
+    secret = visdom_home / "COOKIE_SECRET"
+    try:
+        visdom_home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for path, private in ((visdom_home, 0o700), (secret, 0o600)):
+            if path.exists() and path.stat().st_mode & 0o077:
+                os.chmod(path, path.stat().st_mode & private)
+        if not secret.exists():
+            # O_EXCL: of two servers starting at once, the first one's secret is the one kept.
+            fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(env.get("VISDOM_COOKIE") or secrets.token_hex(32))
+    except FileExistsError:
+        pass
+    except OSError as err:
+        raise ServerError(f"cannot keep the login secret {secret} private ({err.strerror}); "
+                          "it must be readable by you alone") from None
     return env
 
 
