@@ -308,3 +308,10 @@ def test_the_parsed_search_space_is_printed_before_anything_starts(idx_dir, tmp_
     assert result.output.splitlines()[0] == ("search space: --dropout 0 (1 choice); --lr 0.01..0.3 (log scale); "
                                              "--hidden 100 | 200,200 (2 choices); --batch-size 16..64 (integers)")
     assert not (tmp_path / "out").exists()
+
+
+def test_sweep_help_shows_the_defaults_a_sweep_uses():
+    text = " ".join(CliRunner().invoke(cli, ["sweep", "mlp", "--help"], terminal_width=200).output.split())
+    assert "[default: no-test]" in text and "[default: test]" not in text
+    assert "Training images held out as a validation set (a fixed split; 0: none). [default: 5000;" in text
+    assert "'hidden=100|200,200'" in text

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 
 from trainers import __version__
 from trainers.catalog import TRAINERS, Trainer
@@ -68,7 +67,8 @@ def sweep_group():
     """Search a trainer's settings with Optuna: trainviz sweep TRAINER [OPTIONS] --param NAME=SPEC ...
 
     \b
-    SPEC:  a|b|c        choices (any option's values, as typed on the command line)
+    SPEC:  'a|b|c'      choices (any option's values, as typed on the command line),
+                        in quotes: unquoted, the shell takes | for a pipe
            lo..hi       a float range
            lo..hi:log   a float range searched in log space
            lo..hi:int   an integer range
@@ -80,9 +80,9 @@ def sweep_command(trainer: Trainer) -> click.Command:
     """The ``trainviz sweep NAME`` command of one trainer: its options, the search's, then a sweep."""
 
     @click.command(trainer.name, help=f"Sweep {trainer.name}: {trainer.summary}")
-    @train_options(trainer.config, activation=trainer.activation, val_size=SWEEP_VAL_SIZE)
+    @train_options(trainer.config, activation=trainer.activation, val_size=SWEEP_VAL_SIZE, test=False)
     @click.option("--param", "specs", multiple=True, required=True, metavar="NAME=SPEC",
-                  help="A setting to search, e.g. lr=0.01..0.5:log, hidden=100|200,200 (repeat for more).")
+                  help="A setting to search, e.g. lr=0.01..0.5:log, 'hidden=100|200,200' (repeat for more).")
     @click.option("--sampler", type=click.Choice(["grid", "random", "tpe"]), default=None,
                   help="grid when every param is a list of choices, else tpe.")
     @click.option("--trials", type=click.IntRange(min=1), default=None,
@@ -107,7 +107,7 @@ def sweep_command(trainer: Trainer) -> click.Command:
                           ("env", "a sweep names its environments after the study")):
             if options[name] is not None:
                 raise UserError(f"--{name} is not a sweep option: {why}")
-        if options["test"] and ctx.get_parameter_source("test") == ParameterSource.COMMANDLINE:
+        if options["test"]:
             raise UserError("--test is not a sweep option: trials are chosen on validation accuracy, and the "
                             "chosen trial's test accuracy is reported at the end")
         if not options["val_size"]:
