@@ -45,6 +45,7 @@ from trainers.options import UserError
 from trainers.run import Pruned, RunDir, RunHooks, process_alive
 from trainers.runs import epoch_records, text_table
 from trainers.search import PLUMBING, Param, convert, describe, differences, grid_points
+from viz.paths import available_memory, human_bytes
 from viz.sweep_board import SweepBoard, label, short
 
 POLL = 1.0  # seconds between a waiting worker's (and the progress bar's) looks at the study
@@ -56,6 +57,10 @@ STARTUP_TRIALS = 3  # ... once this many trials have reported that epoch
 STORAGE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
 TABLE_RACE_RETRIES = 3  # tries again to open a database whose tables another machine is creating
 HOST = socket.gethostname()
+# What one worker process takes: torch, the data set on the device, one model (measured
+# about 650 MB with Fashion-MNIST on the CPU); --jobs is capped at what memory holds.
+WORKER_MEMORY = 700 * 2**20
+TEST_WAIT = 300  # seconds to wait for another process measuring the chosen trial's test accuracy
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,7 @@ def open_storage(sweep: Sweep):
     try:
         if "://" not in sweep.storage:
             Path(sweep.storage).parent.mkdir(parents=True, exist_ok=True)
+            check_journal(Path(sweep.storage))
             return JournalStorage(JournalFileBackend(sweep.storage))
         url = sweep.storage
         if url.startswith("postgresql"):
@@ -127,8 +133,67 @@ def open_storage(sweep: Sweep):
     except ModuleNotFoundError as err:
         raise UserError(f"--storage {masked(sweep.storage)} needs the {err.name} package: "
                         "pip install 'trainviz[postgres]'") from None
+    except UserError:
+        raise
     except Exception as err:  # SQLAlchemy and the drivers raise many kinds; say the first line of why
         raise UserError(f"cannot open --storage {masked(sweep.storage)}: {_first_line(err)}") from None
+
+
+def check_journal(path: Path) -> None:
+    """Make a journal file Optuna can read, or refuse it in one line; never make it worse.
+
+    Optuna appends each change as one JSON line. A writer killed in the middle of one
+    leaves its last line half-written: Optuna skips it, but the next append runs on from
+    it and leaves a line nobody can read, after which every open fails. So a damaged
+    last line (looked at again under Optuna's own lock, as a writer may be finishing it)
+    is cut off, its bytes kept beside the journal; a damaged line before the last is
+    refused with what to do.
+
+    Raises:
+        UserError: a line before the last is damaged.
+    """
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not _journal_damage(path):
+        return
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        damage = _journal_damage(path)
+        if not damage:
+            return
+        number, start, last = damage
+        if not last:
+            raise UserError(f"the journal {path} is damaged at line {number} (not a whole JSON line), so Optuna "
+                            "cannot read the study; restore it from a copy, or move it aside to start the study "
+                            "again (the trial folders stay)")
+        kept = path.with_name(f"{path.name}.cut-{start}")
+        with open(path, "rb") as f:
+            f.seek(start)
+            kept.write_bytes(f.read())
+        os.truncate(path, start)
+    finally:
+        lock.release()
+    click.echo(f"recovered the journal {path}: its last line was half-written (a killed writer); "
+               f"cut off, its bytes kept in {kept.name}", err=True)
+
+
+def _journal_damage(path: Path) -> tuple[int, int, bool] | None:
+    """The first damaged line of a journal: (its number, its offset, whether it is the last); None when sound."""
+    if not path.is_file():
+        return None
+    offset = 0
+    with open(path, "rb") as f:
+        lines = f.readlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            whole = line.endswith(b"\n") and isinstance(json.loads(line), dict)
+        except ValueError:
+            whole = False
+        if not whole:
+            return number, offset, number == len(lines)
+        offset += len(line)
+    return None
 
 
 def _engine_options(url: str) -> dict:
@@ -387,7 +452,34 @@ def _options(trainer) -> list[click.Parameter]:
 
 def run_trial(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, data, command: click.Command,
               ctx: click.Context) -> str:
-    """Run one trial as a run folder and tell the study how it ended: its state's name."""
+    """Run one trial as a run folder and tell the study how it ended: its state's name.
+
+    A trial that crashes, anywhere from drawing its settings to its last epoch, is failed
+    in the storage (with the error) and its folder says so; the worker goes on with the
+    next. Only a lost storage ends the worker.
+    """
+    try:
+        return _run_trial(sweep, study, trial, data, command, ctx)
+    except STORAGE_ERRORS:
+        raise
+    except Exception as err:
+        traceback.print_exc()  # into the worker's log
+        error = f"{type(err).__name__}: {_first_line(err)}"
+        storage = internals.storage(study)
+        if storage.get_trial(internals.trial_id(trial)).state == TrialState.RUNNING:
+            trial.set_user_attr("ended", "failed")
+            trial.set_user_attr("error", error)
+            study.tell(trial, state=TrialState.FAIL)
+        run_dir = trial.user_attrs.get("run_dir")
+        if run_dir and Path(run_dir).is_dir() and RunDir(Path(run_dir)).read_status().get("status") == "running":
+            RunDir(Path(run_dir)).write_status("failed", error=error)
+        print(f"trial {trial.number} crashed: {error}", flush=True)
+        return "failed"
+
+
+def _run_trial(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, data, command: click.Command,
+               ctx: click.Context) -> str:
+    """``run_trial``'s work: the expected ends (finished, pruned, stopped, diverged, refused) told here."""
     from trainers.command import DivergedError, Stopped, train
 
     raw = {p.field: suggest(trial, p) for p in sweep.params}
@@ -420,11 +512,6 @@ def run_trial(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, data, comm
             study.tell(trial, state=TrialState.FAIL)
             print(f"trial {trial.number}: {err.format_message()}", flush=True)
             return "failed"
-        except Exception as err:
-            trial.set_user_attr("ended", "failed")
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
-            study.tell(trial, state=TrialState.FAIL)
-            raise
     trial.set_user_attr("seconds", round(time.monotonic() - started, 1))
     study.tell(trial, record["val_acc"])
     return "complete"
@@ -458,6 +545,8 @@ def run(sweep: Sweep) -> None:
     if outstanding(trials):
         signum = _run_workers(sweep, study, board)
     try:
+        if signum is None:
+            reap(study)  # a worker that died (killed, out of memory) leaves its trial failed, not running
         trials = study.get_trials(deepcopy=False)
     except STORAGE_ERRORS as err:
         raise StorageLost(f"lost the storage {masked(sweep.storage)} ({_first_line(err)}); the trial folders "
@@ -470,6 +559,11 @@ def run(sweep: Sweep) -> None:
         click.echo(f"{signal.Signals(signum).name}: stopped with {done} of {sweep.trials} trials done; "
                    "run the same command to continue the study", err=True)
         raise click.exceptions.Exit(128 + signum)
+    if best_trial(trials) is None:
+        failed = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("error")]
+        why = (f": {len(failed)} of {len(trials)} trial{'s' * (len(trials) != 1)} failed "
+               f"(trial {failed[0].number}: {failed[0].user_attrs['error']})" if failed else "")
+        raise SweepFailed(f"no trial finished{why}; the workers' logs are in {sweep.folder}")
     report_choice(sweep, study, trials)
 
 
@@ -529,6 +623,10 @@ def _run_workers(sweep: Sweep, study: optuna.Study, board) -> int | None:
 
 class StorageLost(click.ClickException):
     """The database went away during the sweep: exit status 1."""
+
+
+class SweepFailed(click.ClickException):
+    """No trial of the study finished: exit status 1."""
 
 
 def _first_line(err: BaseException) -> str:
@@ -597,27 +695,38 @@ def report_choice(sweep: Sweep, study: optuna.Study, trials: list[FrozenTrial]) 
                f"folder {run_dir} on {best.user_attrs.get('host')}")
     if best.user_attrs.get("host") == HOST and run_dir and Path(run_dir).is_dir():
         run = RunDir(Path(run_dir))
-        config = run.read_config()
-        values = {field: config[field] for field in values}
-        accuracy = test_accuracy(run, sweep.config["device"])
-        study.set_user_attr("test", {"trial": best.number, "test_acc": accuracy})
-        click.echo(f"test accuracy of trial {best.number}: {accuracy:.4f} (the test set was used for this trial only)")
+        try:
+            config = run.read_config()
+            values = {field: config[field] for field in values if field in config}
+            accuracy = test_accuracy(run, sweep.config["device"])
+        except (UserError, OSError) as err:  # a damaged folder, or another process writing it
+            message = err.format_message() if isinstance(err, UserError) else f"{err.strerror}: {err.filename}"
+            click.echo(f"warning: trial {best.number}'s test accuracy is not known: {message}", err=True)
+        else:
+            study.set_user_attr("test", {"trial": best.number, "test_acc": accuracy})
+            click.echo(f"test accuracy of trial {best.number}: {accuracy:.4f} "
+                       "(the test set was used for this trial only)")
     click.echo(f"reproduce: {reproduce_command(sweep, values)}")
 
 
 def test_accuracy(run: RunDir, device: str) -> float:
-    """The run's test accuracy, evaluated once and then kept in its metrics.jsonl as a "test" record."""
-    records = epoch_records(run)
-    for record in records:
-        if record.get("kind") == "test":
-            return record["test_acc"]
-    from trainers.command import evaluate_run
+    """The run's test accuracy, evaluated once and then kept in its metrics.jsonl as a "test" record.
 
-    result = evaluate_run(run, None, device)
-    last = [r for r in records if r.get("kind") == "epoch"][-1]
-    run.append_metrics([{"kind": "test", "epoch": last["epoch"], "step": last["step"],
-                         "test_loss": result.loss, "test_acc": result.accuracy}])
-    return result.accuracy
+    It is measured holding the run folder's lock, so of two sweeps ending together one
+    measures it and the other, waiting, reads the record.
+    """
+    with run.writing(wait=TEST_WAIT):
+        records = epoch_records(run)
+        for record in records:
+            if record.get("kind") == "test":
+                return record["test_acc"]
+        from trainers.command import evaluate_run
+
+        result = evaluate_run(run, None, device)
+        last = [r for r in records if r.get("kind") == "epoch"][-1]
+        run.append_metrics([{"kind": "test", "epoch": last["epoch"], "step": last["step"],
+                             "test_loss": result.loss, "test_acc": result.accuracy}])
+        return result.accuracy
 
 
 def reproduce_command(sweep: Sweep, values: dict) -> str:
@@ -654,6 +763,21 @@ def make_board(sweep: Sweep):
     return SweepBoard(vis, sweep.study, [p.field for p in sweep.params])
 
 
+def capped_jobs(jobs: int, trials: int, memory: int | None) -> int:
+    """--jobs, or fewer when there are fewer trials or memory for fewer workers, said in one line."""
+    if jobs > trials:
+        click.echo(f"--jobs {jobs} is more than the {trials} trial{'s' * (trials != 1)}: "
+                   f"{trials} worker{'s' * (trials != 1)} here", err=True)
+        jobs = trials
+    room = max(1, memory // WORKER_MEMORY) if memory is not None else jobs
+    if jobs > room:
+        click.echo(f"--jobs {jobs} would take about {human_bytes(jobs * WORKER_MEMORY)} of memory "
+                   f"({human_bytes(WORKER_MEMORY)} a worker) and {human_bytes(memory)} is free: "
+                   f"{room} worker{'s' * (room != 1)} here", err=True)
+        jobs = room
+    return jobs
+
+
 def plan(trainer: str, config: dict, params: list[Param], *, study: str | None, storage: str | None,
          sampler: str | None, trials: int | None, prune: bool | None, jobs: int, heartbeat: int) -> Sweep:
     """The sweep a command line asks for, with every default filled in and every rule checked.
@@ -675,6 +799,7 @@ def plan(trainer: str, config: dict, params: list[Param], *, study: str | None, 
     else:
         total = trials
     prune = sampler != "grid" if prune is None else prune
+    jobs = capped_jobs(jobs, total, available_memory())
     the_space = {**space(trainer, params, config, total), "sampler": sampler, "prune": prune}
     study = study or default_study_name(the_space)
     out = Path(config["out"]) / study
