@@ -49,6 +49,7 @@ class Dataset:
     torchvision_name: str  # its class in torchvision.datasets: reader, checks and download
     classes: tuple[str, ...]  # class names, in label order
     system_dir: Path | None  # where a system package installs the raw files
+    train_counts: tuple[int, ...]  # training images per class: tells its files from another data set's
 
 
 DATASETS = {
@@ -57,8 +58,10 @@ DATASETS = {
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         Path("/usr/share/datasets/fashion-mnist"),
+        (6000,) * 10,
     ),
-    "mnist": Dataset("MNIST", "MNIST", tuple("0123456789"), None),
+    "mnist": Dataset("MNIST", "MNIST", tuple("0123456789"), None,
+                     (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)),
 }
 
 # The class-based MLP's --activation choices; trainers.mlp maps each to its nn.Module.

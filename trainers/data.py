@@ -148,7 +148,22 @@ def load(dataset: str, data_dir: Path | None, device: torch.device) -> Data:
     with _cache_lock():
         root = _find_root(spec, data_dir)
         train, test = (_decoded(spec, root, train) for train in (True, False))
+    _check_identity(spec, train[1], data_dir or root)
     return Data(_on_device(*train, device), _on_device(*test, device), spec.classes, root)
+
+
+def _check_identity(spec: Dataset, labels: torch.Tensor, folder: Path) -> None:
+    """Refuse another data set's files: their training labels count exactly as that set's do.
+
+    Fashion-MNIST has 6,000 training images of each class; MNIST's counts are its own.
+    Files that match neither (a subset, synthetic data) pass.
+    """
+    counts = tuple(torch.bincount(labels, minlength=len(spec.classes)).tolist())
+    for key, other in DATASETS.items():
+        if other is not spec and counts == other.train_counts != spec.train_counts:
+            raise DataError(f"the files under {folder} hold {other.title}, not {spec.title} (their training labels "
+                            f"count as {other.title}'s do); use --dataset {key}, or a --data-dir with the "
+                            f"{spec.title} files")
 
 
 def _data_cache() -> Path:
@@ -247,13 +262,24 @@ def _torchvision_class(spec: Dataset) -> type:
 
 
 def _download(spec: Dataset, root: Path) -> Path:
-    """Let torchvision download (and checksum) the dataset into ``root``."""
+    """Let torchvision download (and checksum) the dataset into ``root``; a failed download leaves nothing there."""
+    raw = _raw_dir(spec, root)
+    made = [folder for folder in (raw.parent, raw) if not folder.exists()]
+    before = set(raw.iterdir()) if raw.is_dir() else set()
     log = io.StringIO()
     try:
         # torchvision prints each failed mirror; keep that for the one-line error instead.
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             _torchvision_class(spec)(root, train=True, download=True)
     except Exception as err:  # network, disk and checksum failures all end the same way
+        # What this download made goes again (files torchvision began, the folders it created);
+        # whatever was there before stays.
+        for path in (set(raw.iterdir()) - before if raw.is_dir() else ()):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         lines = [line.strip() for line in f"{log.getvalue()}\n{err}".splitlines() if line.strip()]
         reason = lines[-1] if lines else type(err).__name__
         raise DataError(
