@@ -32,7 +32,7 @@ from trainers.cli import cli
 from trainers.catalog import DATASETS
 from viz import frontend, server
 from viz.render import TRACE_CAP
-from viz.windows import COMPARE_ENV, WINDOWS
+from viz.windows import COMPARE_ENV, WINDOWS, title
 
 pytestmark = pytest.mark.slow
 
@@ -252,8 +252,8 @@ def test_browser_shows_every_window(visdom_port, browser, tmp_path):
     expected = RUN_WINDOWS | {"lr"}
     windows = open_env(page, visdom_port, env, len(expected), ARTIFACTS / "dashboard.png")
 
-    by_key = {key: windows.get(WINDOWS[key].title) for key in expected}
-    assert sorted(windows) == sorted(WINDOWS[key].title for key in expected), \
+    by_key = {key: windows.get(title(key)) for key in expected}
+    assert sorted(windows) == sorted(title(key) for key in expected), \
         f"missing: {sorted(k for k, w in by_key.items() if w is None)}"
     at = {key: window["at"] for key, window in by_key.items()}
     assert all(abs(at[key][0] - x) <= 2 and abs(at[key][1] - y) <= 2 for key, (x, y) in RUN_LAYOUT.items()), \
@@ -285,12 +285,12 @@ def test_browser_shows_every_window(visdom_port, browser, tmp_path):
     result = CliRunner().invoke(cli, ["compare", str(run), "--port", str(visdom_port), "--server", HOST])
     assert result.exit_code == 0, result.output
     windows = open_env(page, visdom_port, COMPARE_ENV, len(COMPARE_WINDOWS), ARTIFACTS / "compare.png")
-    assert sorted(windows) == sorted(WINDOWS[key].title for key in COMPARE_WINDOWS)
-    for title, window in windows.items():
+    assert sorted(windows) == sorted(title(key) for key in COMPARE_WINDOWS)
+    for shown, window in windows.items():
         ours = [name for name in window["legend"] if name.startswith(run.name)]
-        splits = 1 if title == WINDOWS["compare_train"].title else 2  # training; else validation and test
-        assert len(ours) == splits, f"{title}: not {splits} traces of {run.name} in {window['legend']}"
-        assert window["lines"] == len(window["legend"]), f"{title}: {window}"
+        splits = 1 if shown == title("compare_train") else 2  # training; else validation and test
+        assert len(ours) == splits, f"{shown}: not {splits} traces of {run.name} in {window['legend']}"
+        assert window["lines"] == len(window["legend"]), f"{shown}: {window}"
 
 
 # --- a server that dies in the middle of a run -----------------------------------------
@@ -549,7 +549,7 @@ def test_sweep_environment_draws_in_the_browser(visdom_port, browser, tmp_path):
 
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     windows = open_env(page, visdom_port, "e2e-sweep", len(SWEEP_WINDOWS), ARTIFACTS / "sweep.png")
-    assert sorted(windows) == sorted(WINDOWS[key].title for key in SWEEP_WINDOWS)
+    assert sorted(windows) == sorted(title(key) for key in SWEEP_WINDOWS)
     curves = windows[WINDOWS["sweep_val_acc"].title]
     assert curves["lines"] == 4 and len(curves["legend"]) == 4, curves
     assert all("lr=" in name and "activation=" in name for name in curves["legend"])

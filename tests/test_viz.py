@@ -28,9 +28,9 @@ from viz import client
 from viz.client import Client
 from viz.render import CAPTION, GREEN, RED, TILE, LostState, Renderer, label_tiles, text_html
 from viz.render import TRACE_CAP
-from viz.sink import RecordingSink, Sink, decode_array, decode_images, read_events
+from viz.sink import LabelledSink, RecordingSink, Sink, decode_array, decode_images, read_events
 from viz.visdom_sink import VisdomSink, rebuild
-from viz.windows import WINDOWS, opts
+from viz.windows import WINDOWS, opts, title
 
 SERVER, PORT, ENV = "http://localhost", 8097, "run-1"
 
@@ -180,7 +180,7 @@ def test_images_become_one_request_of_labelled_rgb_tiles():
     cell_h, cell_w = TILE + 4 + CAPTION + 4, TILE + 4 + 4  # a tile and 2 pixels of padding around it
     assert image.dtype == np.uint8 and image.shape == (cell_h, 3 * cell_w, 3)  # one row of three
     assert call.kwargs == dict(win="samples", env=ENV,
-                               opts={"title": WINDOWS["samples"].title, "width": WINDOWS["samples"].width, "height": WINDOWS["samples"].height})
+                               opts={"title": title("samples"), "width": WINDOWS["samples"].width, "height": WINDOWS["samples"].height})
     # the second image sits inside its 2-pixel frame, enlarged 3x with nearest-neighbour
     np.testing.assert_array_equal(image[4:4 + TILE:3, cell_w + 4:cell_w + 4 + TILE:3, 0], pixels[1])
 
@@ -200,14 +200,14 @@ def test_heatmap_bars_histogram_text_and_config_requests():
     heatmap = vis.heatmap.call_args.kwargs
     np.testing.assert_array_equal(heatmap.pop("X"), [[3.0, 1.0], [0.0, 4.0]])
     assert heatmap == dict(win="confusion", env=ENV, opts={
-        "title": WINDOWS["confusion"].title, "width": WINDOWS["confusion"].width, "height": WINDOWS["confusion"].height,
+        "title": title("confusion"), "width": WINDOWS["confusion"].width, "height": WINDOWS["confusion"].height,
         "rownames": ["a", "b"], "columnnames": ["a", "b"], "colormap": "Viridis",
         "layoutopts": {"plotly": {"margin": {"l": 100, "b": 90}}}})
 
     bar = vis.bar.call_args.kwargs
     np.testing.assert_array_equal(bar.pop("X"), [0.75, 1.0])
     assert bar == dict(win="class_acc", env=ENV,
-                       opts={"title": WINDOWS["class_acc"].title, "width": WINDOWS["class_acc"].width, "height": WINDOWS["class_acc"].height, "rownames": ["a", "b"]})
+                       opts={"title": title("class_acc"), "width": WINDOWS["class_acc"].width, "height": WINDOWS["class_acc"].height, "rownames": ["a", "b"]})
 
     histogram = vis.line.call_args.kwargs
     # one column per layer; the shorter one is padded with NaN
@@ -589,7 +589,8 @@ def test_report_weight_histogram_is_a_density_and_skips_biases():
 def test_report_without_mistakes_says_so_instead_of_a_grid():
     events, _, _ = tiny_report(predicted=TEST_LABELS)
     (mistakes,) = [e for e in events if e.get("win") == "mistakes"]
-    assert mistakes == {"kind": "text", "win": "mistakes", "text": "No mistakes on the test set at epoch 2."}
+    assert mistakes == {"kind": "text", "win": "mistakes", "text": "No mistakes on the test set at epoch 2.",
+                        "split": "test"}
     assert next(e for e in events if e.get("win") == "confusion")["counts"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
 
 
@@ -683,3 +684,17 @@ def test_visdom_without_experiments_gets_no_experiment_calls(monkeypatch):
     client.Client.end_run(vis, ENV, "finished", {"step": 40})
     client.Client.record_run(vis, ENV, {"lr": 0.1})
     assert vis.method_calls == []
+
+
+@pytest.mark.parametrize("split, shown", [("test", "Test"), ("val", "Validation"), ("<b>x</b>", "Test"), (None, "Test")])
+def test_pane_titles_name_the_split_they_show(split, shown):
+    """A sweep trial's panes show validation images: their titles say so; anything unknown reads as test."""
+    sink = RecordingSink()
+    LabelledSink(sink, split=split).bars("class_acc", [0.5, 1.0], ["a", "b"])
+    LabelledSink(sink, split=split).confusion("confusion", [[1, 0], [0, 1]], ["a", "b"])
+    vis = mock_vis()
+    Renderer(vis, ENV).render(sink.events)
+    assert vis.bar.call_args.kwargs["opts"]["title"] == f"{shown} accuracy per class"
+    figure = vis._send.call_args.args[0]
+    assert figure["opts"]["title"] == figure["layout"]["title"]["text"] == \
+        f"Confusion matrix ({shown.lower()} set): share of each true class"

@@ -13,7 +13,7 @@ import torch
 
 from trainers.data import Split
 from trainers.loop import Evaluation, Parts
-from viz.sink import Sink
+from viz.sink import LabelledSink, Sink
 
 MISTAKES = 8  # images in the most-confident-mistakes grid
 BINS = 40  # histogram bins per layer
@@ -74,6 +74,7 @@ def report_panes(sink: Sink, record: dict, result: Evaluation, split: Split, nam
     ``result`` is the evaluation of the held-out ``split`` called ``name`` ("test", or
     "val" for a run that does not look at the test set).
     """
+    sink = LabelledSink(sink, split=name)  # the windows' titles name the split
     epoch = record["epoch"]
     labels = split.labels.cpu()
     predicted, confidence = result.predictions.cpu(), result.confidence.cpu()

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from viz.economy import decimate
 from viz.sink import decode_array, decode_images
-from viz.windows import WINDOWS, opts
+from viz.windows import WINDOWS, opts, title
 
 TILE = 84  # pixels per image side in the grids (28 x 3, nearest-neighbour)
 CAPTION = 30  # pixels of caption below each tile
@@ -208,16 +208,20 @@ def config_html(settings: dict) -> str:
     return f"<div style='columns:3;column-gap:24px;font-family:monospace;font-size:12px'>{lines}</div>"
 
 
-def send_figure(vis, env: str, win: str, figure: dict) -> None:
+def send_figure(vis, env: str, win: str, figure: dict, split: str = "test") -> None:
     """Draw a plotly figure (``data`` and ``layout``) as window ``win``, titled and sized as WINDOWS says.
 
     visdom's ``plotlyplot`` wants the plotly package only to turn a Figure into this
     dict; the request it sends is this one.
     """
-    spec = WINDOWS[win]
-    figure["layout"].update(title={"text": spec.title}, width=spec.width, height=spec.height)
-    vis._send({**figure, "win": win, "eid": env,
-               "opts": {"title": spec.title, "width": spec.width, "height": spec.height}})
+    spec, shown = WINDOWS[win], title(win, split)
+    figure["layout"].update(title={"text": shown}, width=spec.width, height=spec.height)
+    vis._send({**figure, "win": win, "eid": env, "opts": {"title": shown, "width": spec.width, "height": spec.height}})
+
+
+def pane_opts(event: dict, **extra) -> dict:
+    """Visdom options for the window of a pane event, titled for the held-out split it shows."""
+    return opts(event["win"], event.get("split", "test"), **extra)
 
 
 class LostState(ConnectionError):
@@ -321,15 +325,15 @@ class Renderer:
 
     def _images(self, event: dict) -> None:
         tiles = label_tiles(decode_images(event), event["captions"], event["marked"])
-        self.vis.png(grid(tiles, columns=8), win=event["win"], env=self.env, opts=opts(event["win"]))
+        self.vis.png(grid(tiles, columns=8), win=event["win"], env=self.env, opts=pane_opts(event))
 
     def _text(self, event: dict) -> None:
         text = event["text"] if "text" in event else markup_text(event["html"])  # "html": an older run's pane
-        self.vis.text(text_html(text), win=event["win"], env=self.env, opts=opts(event["win"]))
+        self.vis.text(text_html(text), win=event["win"], env=self.env, opts=pane_opts(event))
 
     def _table(self, event: dict) -> None:
         self.vis.text(table_html(event["caption"], event["headings"], event["rows"], event["marked"]),
-                      win=event["win"], env=self.env, opts=opts(event["win"]))
+                      win=event["win"], env=self.env, opts=pane_opts(event))
 
     def _config(self, event: dict) -> None:
         self.vis.text(config_html(event["settings"]), win="config", env=self.env, opts=opts("config"))
@@ -342,22 +346,23 @@ class Renderer:
         weights = decode_array(event)
         tiles = label_tiles(diverging(weights), event["captions"], [None] * len(weights))
         self.vis.png(grid(tiles, columns=event.get("columns", 8)), win=event["win"], env=self.env,
-                     opts=opts(event["win"]))
+                     opts=pane_opts(event))
 
     def _confusion(self, event: dict) -> None:
         send_figure(self.vis, self.env, event["win"],
-                    confusion_figure(np.array(event["counts"]), [escaped(c) for c in event["classes"]]))
+                    confusion_figure(np.array(event["counts"]), [escaped(c) for c in event["classes"]]),
+                    event.get("split", "test"))
 
     def _heatmap(self, event: dict) -> None:
         self.vis.heatmap(X=np.array(event["matrix"], dtype=float), win=event["win"], env=self.env,
-                         opts=opts(event["win"], rownames=[escaped(r) for r in event["rows"]],
+                         opts=pane_opts(event, rownames=[escaped(r) for r in event["rows"]],
                                    columnnames=[escaped(c) for c in event["columns"]],
                                    colormap="Viridis",
                                    layoutopts={"plotly": {"margin": {"l": 100, "b": 90}}}))
 
     def _bars(self, event: dict) -> None:
         self.vis.bar(X=np.array(event["values"], dtype=float), win=event["win"], env=self.env,
-                     opts=opts(event["win"], rownames=[escaped(n) for n in event["names"]]))
+                     opts=pane_opts(event, rownames=[escaped(n) for n in event["names"]]))
 
     def _histogram(self, event: dict) -> None:
         names = list(event["series"])
@@ -369,7 +374,7 @@ class Renderer:
             centers, density = event["series"][name]["centers"], event["series"][name]["density"]
             x[: len(centers), i], y[: len(density), i] = centers, density
         self.vis.line(Y=y, X=x, win=event["win"], env=self.env,
-                      opts=opts(event["win"], legend=[escaped(n) for n in names]))
+                      opts=pane_opts(event, legend=[escaped(n) for n in names]))
 
     def _save(self, event: dict) -> None:
         envs = [self.env] + sorted({env for env, _, _ in self.history if env != self.env})

@@ -134,6 +134,24 @@ class HeldSink(Sink):
         self.held.clear()
 
 
+class LabelledSink(Sink):
+    """Passes every event on to ``sink`` with ``fields`` added: the held-out split a set of panes shows.
+
+    Example:
+        >>> recorded = RecordingSink()
+        >>> LabelledSink(recorded, split="val").bars("class_acc", [0.5], ["a"])
+        >>> recorded.events[0]["split"]
+        'val'
+    """
+
+    def __init__(self, sink: Sink, **fields):
+        self.sink, self.fields = sink, fields
+        self.active = sink.active
+
+    def emit(self, event: dict) -> None:
+        self.sink.emit({**event, **self.fields})
+
+
 class RecordingSink(Sink):
     """Keeps every event in ``events``; for tests."""
 

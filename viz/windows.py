@@ -15,7 +15,7 @@ COMPARE_ENV = "compare"  # where ``trainviz compare`` draws the runs it is given
 class Window:
     """How one window looks."""
 
-    title: str
+    title: str  # "{split}" / "{Split}": the held-out split a pane shows (test, or validation)
     xlabel: str = ""
     ylabel: str = ""
     width: int = 480
@@ -31,11 +31,11 @@ WINDOWS = {
                          width=500),
     "loss": Window("Loss per epoch", "epoch", "cross-entropy", width=500),
     "accuracy": Window("Accuracy per epoch", "epoch", "accuracy", width=500),
-    "samples": Window("Test samples: true / predicted (red: wrong)", width=760, height=560),
+    "samples": Window("{Split} samples: true / predicted (red: wrong)", width=760, height=560),
     "predictions": Window("Predictions for the samples", width=760, height=560),
-    "mistakes": Window("Most confident mistakes", width=760, height=240),
-    "confusion": Window("Confusion matrix: share of each true class", width=760, height=490),
-    "class_acc": Window("Test accuracy per class", width=760, height=240),
+    "mistakes": Window("Most confident mistakes on the {split} set", width=760, height=240),
+    "confusion": Window("Confusion matrix ({split} set): share of each true class", width=760, height=490),
+    "class_acc": Window("{Split} accuracy per class", width=760, height=240),
     "templates": Window("What the model learned: first-layer weights (red +, blue -)", width=760, height=540),
     "weights": Window("Weight distribution per layer", "weight", "density", width=760, height=270),
     "weight_norm": Window("Weight norm per layer", "epoch", "L2 norm", width=375, height=260),
@@ -44,9 +44,9 @@ WINDOWS = {
     "lr": Window("Learning rate", "step", "lr", width=500, height=330),
     "config": Window("Run config", width=1030, height=330),
     # trainviz compare: one trace per run and held-out split
-    "compare_acc": Window("Accuracy of the chosen runs (val, test)", "epoch", "accuracy", width=900, height=400,
+    "compare_acc": Window("Held-out accuracy of the chosen runs", "epoch", "accuracy", width=900, height=400,
                           shared=True),
-    "compare_loss": Window("Loss of the chosen runs (val, test)", "epoch", "cross-entropy", width=900, height=400,
+    "compare_loss": Window("Held-out loss of the chosen runs", "epoch", "cross-entropy", width=900, height=400,
                            shared=True),
     "compare_train": Window("Training loss of the chosen runs (epoch means)", "epoch", "cross-entropy",
                             width=900, height=400, shared=True),
@@ -57,10 +57,20 @@ WINDOWS = {
 }
 
 
-def opts(win: str, **extra) -> dict:
-    """Visdom options for window ``win``."""
+# The held-out splits a pane can show, as titles name them; anything else reads as the test set.
+SPLITS = {"test": "test", "val": "validation"}
+
+
+def title(win: str, split: str = "test") -> str:
+    """Window ``win``'s title for panes of the held-out ``split`` ("test" or "val")."""
+    name = SPLITS.get(split, "test") if isinstance(split, str) else "test"
+    return WINDOWS[win].title.format(split=name, Split=name.capitalize())
+
+
+def opts(win: str, split: str = "test", **extra) -> dict:
+    """Visdom options for window ``win`` (showing the held-out ``split``)."""
     spec = WINDOWS[win]
-    options = {"title": spec.title, "width": spec.width, "height": spec.height}
+    options = {"title": title(win, split), "width": spec.width, "height": spec.height}
     if spec.xlabel:
         options["xlabel"] = spec.xlabel
     if spec.ylabel:
