@@ -293,9 +293,9 @@ class RunDir:
 
         try:
             state = torch.load(self.checkpoint_file, map_location=device, weights_only=True)
-        except OSError:
+        except (FileNotFoundError, PermissionError, IsADirectoryError):
             raise
-        except Exception as err:  # a damaged file surfaces as one of many pickle, zip and EOF errors
+        except Exception as err:  # a damaged file surfaces as one of many pickle, zip, EOF and OS errors
             why = "the file is empty" if self.checkpoint_file.stat().st_size == 0 else first_sentence(err)
             raise Damaged(self.checkpoint_file, f"it cannot be read ({why})",
                           "restore it from a copy of the run folder, or train the run again") from None
