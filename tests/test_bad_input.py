@@ -34,6 +34,14 @@ def assert_one_line_error(result, *words: str):
     (["--val-size", "-5"], ["--val-size"]),
     (["--val-size", "600"], ["--val-size 600", "no training images"]),
     (["--no-test"], ["--no-test", "--val-size"]),
+    # rates and sizes the options took and the run could not use
+    (["--lr", "nan"], ["--lr", "not a finite number"]),
+    (["--lr", "inf"], ["--lr", "not a finite number"]),
+    (["--lr", "1e39"], ["--lr", "1e+39", "range"]),
+    (["--weight-decay", "nan"], ["--weight-decay", "not a finite number"]),
+    (["--weight-decay", "1e39"], ["--weight-decay", "range"]),
+    (["--momentum", "nan"], ["--momentum", "not a finite number"]),
+    (["--seed", str(2**64)], ["--seed", "64 bits"]),
 ])
 def test_bad_options(args, words, idx_dir, tmp_path):
     out = tmp_path / "runs"
@@ -47,10 +55,35 @@ def test_bad_options(args, words, idx_dir, tmp_path):
     (["--hidden", "200,x"], ["--hidden", "200,x"]),
     (["--hidden", "200,0"], ["--hidden"]),
     (["--hidden", ""], ["--hidden"]),
+    (["--hidden", "100000000"], ["--hidden", "wider than 1,000,000"]),
+    (["--dropout", "nan"], ["--dropout", "not a finite number"]),
+    (["--negative-slope", "inf"], ["--negative-slope", "not a finite number"]),
+    # 1.6 trillion weights: more memory than any machine has, said before anything is allocated
+    (["--hidden", "900000,900000,900000"], ["the model needs about", "GB of memory", "--hidden"]),
 ])
 def test_bad_mlp_options(args, words, idx_dir, tmp_path):
-    result = CliRunner().invoke(cli, ["mlp", "--data-dir", str(idx_dir), "--out", str(tmp_path), "--no-viz", *args])
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(cli, ["mlp", "--data-dir", str(idx_dir), "--out", str(out), "--no-viz", *args])
     assert_one_line_error(result, *words)
+    assert not out.exists() or not any(out.iterdir()), "a refused run must not leave a run folder"
+
+
+def test_a_model_that_cannot_be_allocated_says_so_in_one_line(idx_dir, tmp_path, monkeypatch):
+    """Past the estimate (memory the machine reports free), the allocator's own refusal is one line too."""
+    import trainers.command
+    from trainers import mlp
+
+    monkeypatch.setattr(trainers.command, "available_memory", lambda: None)  # no estimate: build it
+
+    def refuse(config, device):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 3136000000000 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(mlp, "build", refuse)
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(cli, ["mlp", "--data-dir", str(idx_dir), "--out", str(out), "--no-viz"])
+    assert_one_line_error(result, "cannot be allocated on cpu", "can't allocate memory", "--hidden")
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_missing_files_are_named(tmp_path):
