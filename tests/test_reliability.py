@@ -153,6 +153,15 @@ def bad(tmp_path: Path) -> dict[str, list[str]]:
     empty.mkdir()
     not_a_run = tmp_path / "not-a-run"
     not_a_run.mkdir()
+    # Run folders damaged by hand, a killed process or a copy cut short (none of them under runs/).
+    folders = {"no-checkpoint": {"config.json": '{"trainer": "nn-softmax"}', ".checkpoint.pt.a1b2.partial": "x"},
+               "bad-config": {"config.json": "{", "checkpoint.pt": "", "events.jsonl": "{}\n"},
+               "empty-checkpoint": {"config.json": "{}", "checkpoint.pt": ""},
+               "bad-metrics": {"config.json": "{}", "metrics.jsonl": "x\n{}\n"}}
+    for name, files in folders.items():
+        (tmp_path / name).mkdir()
+        for file, text in files.items():
+            (tmp_path / name / file).write_text(text)
     return {
         "epochs non-numeric": ["mlp", "--epochs", "ten"],
         "negative batch": ["mlp", "--batch-size", "-3"],
@@ -175,6 +184,16 @@ def bad(tmp_path: Path) -> dict[str, list[str]]:
         "replay not a run": ["replay", str(not_a_run)],
         "evaluate not a run": ["evaluate", str(not_a_run)],
         "empty data dir, download fails": ["nn-softmax", "--data-dir", str(empty)],
+        "lr not a number": ["mlp", "--lr", "nan"],
+        "lr past float32": ["mlp", "--lr", "1e39"],
+        "weight decay infinite": ["nn-softmax", "--weight-decay", "inf"],
+        "hidden absurd": ["mlp", "--hidden", "100000000"],
+        "model larger than memory": ["mlp", "--hidden", "900000,900000,900000"],
+        "resume before the first checkpoint": ["nn-softmax", "--resume", str(tmp_path / "no-checkpoint")],
+        "resume damaged config": ["nn-softmax", "--resume", str(tmp_path / "bad-config")],
+        "replay damaged config": ["replay", str(tmp_path / "bad-config")],
+        "evaluate empty checkpoint": ["evaluate", str(tmp_path / "empty-checkpoint")],
+        "compare damaged metrics": ["compare", str(tmp_path / "bad-metrics"), "--port", "1"],
     }
 
 
@@ -183,7 +202,9 @@ def bad(tmp_path: Path) -> dict[str, list[str]]:
     "port out of range", "negative slope", "unknown device", "data dir missing", "data dir is a file",
     "out not writable", "resume not a run", "malformed server", "server not http", "env with a path",
     "env with a space", "env starting with a dot", "replay env with a path", "replay not a run",
-    "evaluate not a run", "empty data dir, download fails",
+    "evaluate not a run", "empty data dir, download fails", "lr not a number", "lr past float32",
+    "weight decay infinite", "hidden absurd", "model larger than memory", "resume before the first checkpoint",
+    "resume damaged config", "replay damaged config", "evaluate empty checkpoint", "compare damaged metrics",
 ])
 def test_every_bad_input_is_one_line_and_status_2(case, idx_dir, tmp_path, monkeypatch):
     from torchvision import datasets

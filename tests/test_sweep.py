@@ -152,6 +152,9 @@ def test_a_trial_tells_the_study_its_validation_accuracy_even_with_a_test_accura
     (["--param", "lr=0.1|0.2", "--val-size", "0"], ["--val-size"]),
     (["--param", "lr=0.1|0.2", "--resume", "runs/x"], ["--resume"]),
     (["--param", "lr=0.1|0.2", "--test"], ["--test"]),
+    (["--param", "lr=0.01..inf:log", "--trials", "1"], ["--lr", "not a finite number"]),
+    (["--param", "lr=nan|0.1"], ["--lr", "not a finite number"]),
+    (["--param", "hidden=100000000|10"], ["--hidden", "wider than 1,000,000"]),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("--") else None)
 def test_bad_sweeps_exit_2_with_one_line_and_start_nothing(args, words, idx_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
