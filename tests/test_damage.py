@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from test_dashboard_e2e import browser  # noqa: F401  (the fixture: headless Chromium through Playwright)
 from tests.conftest import missing, write_idx_dir
 from tests.test_bad_input import assert_one_line_error
 from trainers.cli import cli
@@ -565,3 +566,60 @@ def test_fashion_mnist_files_are_not_taken_for_mnist(tmp_path):
                                       "--out", str(tmp_path / "runs")])
     assert_one_line_error(result, "hold Fashion-MNIST, not MNIST", "--dataset fashion-mnist")
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- a hostile events file, in a real browser
+
+ATTACK = "<img src=x onerror=\"document.body.setAttribute('data-pwned', '1')\">"
+
+PAGE_JS = """() => ({
+    pwned: document.body.hasAttribute('data-pwned') || window.pwned === 1,
+    handlers: document.querySelectorAll('[onerror], [onload]:not(body):not(iframe)').length,
+    injected: document.querySelectorAll('img[src="x"], .window script').length,
+    panes: Array.from(document.querySelectorAll('.window')).map(w => (w.querySelector('.content') || w).innerText),
+})"""
+
+
+@pytest.mark.slow
+def test_a_hostile_events_file_puts_no_markup_in_the_page(browser, tmp_path):
+    """replay of a run folder someone shared: every string in it reaches the page as text."""
+    from test_dashboard_e2e import HOST as LOCAL, open_env, start_server
+
+    run = tmp_path / "shared-run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"trainer": "mlp", "env": "hostile"}))
+    script = "<script>window.pwned = 1; document.body.setAttribute('data-pwned', '2')</script>"
+    events = [
+        {"kind": "series", "win": "train_loss", "x": [1, 2], "values": {ATTACK: [2.0, 1.5]}},
+        {"kind": "scalars", "win": "loss", "x": 1, "values": {ATTACK: 1.0}},
+        {"kind": "table", "win": "predictions", "caption": ATTACK, "headings": ["#", ATTACK], "rows": [[1, ATTACK]],
+         "marked": [True]},
+        {"kind": "text", "win": "mistakes", "html": f"<p>an older run's pane</p>{ATTACK}{script}"},
+        {"kind": "text", "win": "templates", "text": f"{ATTACK}{script}"},
+        {"kind": "confusion", "win": "confusion", "counts": [[1, 0], [0, 1]], "classes": [ATTACK, "b"]},
+        {"kind": "bars", "win": "class_acc", "values": [0.5, 1.0], "names": [ATTACK, "b"]},
+        {"kind": "config", "win": "config", "settings": {ATTACK: ATTACK}},
+        {"kind": "save"},
+    ]
+    (run / "events.jsonl").write_text("".join(json.dumps(event) + "\n" for event in events))
+    server = start_server(tmp_path / "visdom")
+    try:
+        result = CliRunner().invoke(cli, ["replay", str(run), "--server", LOCAL, "--port", str(server.port)])
+        assert result.exit_code == 0 and "damaged" not in result.output, result.output
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        open_env(page, server.port, "hostile", 8, tmp_path / "hostile.png")
+        page.wait_for_timeout(1500)  # time for an injected handler to fire
+        shown = page.evaluate(PAGE_JS)
+        legends = page.eval_on_selector_all(".legendtext", "ts => ts.map(t => t.textContent)")
+        ticks = page.eval_on_selector_all(".xtick text, .ytick text", "ts => ts.map(t => t.textContent)")
+    finally:
+        server.stop()
+    assert not shown["pwned"], "script from the events file ran in the dashboard"
+    assert (shown["handlers"], shown["injected"]) == (0, 0), shown
+    typed = "<img src=x onerror="
+    older = [text for text in shown["panes"] if "an older run's pane" in text]
+    assert len(older) == 1 and "<" not in older[0], shown["panes"]  # its tags dropped, its words kept
+    # Every other window shows the string as typed: panes, legends, tick labels, settings.
+    assert sum(typed in text for text in shown["panes"]) == len(shown["panes"]) - 1 == 7, shown["panes"]
+    assert any(typed in legend for legend in legends), legends  # trace names read as typed
+    assert any(typed in tick for tick in ticks), ticks  # so do class names
