@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -566,6 +567,44 @@ def test_fashion_mnist_files_are_not_taken_for_mnist(tmp_path):
                                       "--out", str(tmp_path / "runs")])
     assert_one_line_error(result, "hold Fashion-MNIST, not MNIST", "--dataset fashion-mnist")
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- events of the wrong shape
+
+
+def test_events_the_renderer_cannot_draw_are_skipped_and_counted(tmp_path):
+    from viz.sink import RecordingSink, read_events
+
+    sink = RecordingSink()
+    sink.scalars("loss", x=1, values={"train": 0.5})
+    sink.series("train_loss", [1, 2], {"loss": [2.0, float("nan")]})
+    sink.images("samples", np.zeros((2, 28, 28)), ["a", "b"], [True, False])
+    sink.table("predictions", "Epoch 1", ["#", "true"], [[1, "a"]], [False])
+    sink.text("mistakes", "none")
+    sink.confusion("confusion", [[1, 0], [0, 1]], ["a", "b"])
+    sink.config({"lr": 0.1})
+    sink.save()
+    good = sink.events
+    bad = [
+        {"kind": "scalars", "win": "nowhere", "x": 1, "values": {"a": 1}},  # no such window
+        {"kind": "scalars", "win": "loss", "x": "one", "values": {"a": 1}},
+        {"kind": "scalars", "win": "loss", "x": 1, "values": {"a": 1}, "env": "another-users-env"},
+        {"kind": "series", "win": "train_loss", "x": [1, 2], "values": {"loss": [1.0]}},
+        {**good[2], "pixels": good[2]["pixels"][:-8]},  # fewer pixels than its shape says
+        {**good[2], "shape": [2, 28, -28]},
+        {"kind": "table", "win": "predictions", "caption": "c", "headings": ["#"], "rows": [[{"b": 1}]],
+         "marked": [False]},
+        {"kind": "text", "win": "mistakes"},
+        {"kind": "confusion", "win": "confusion", "counts": [[1, 0]], "classes": ["a", "b"]},
+        {"kind": "bars", "win": "class_acc", "values": [1.0], "names": ["a", "b"]},
+        {"kind": "histogram", "win": "weights", "series": {}},
+        {"kind": "config", "win": "config", "settings": [1]},
+        {"kind": "exec", "win": "loss"},
+        ["not", "an", "event"],
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(event) + "\n" for event in [*good, *bad]))
+    assert read_events(path) == (json.loads(json.dumps(good)), len(bad))
 
 
 # ---------------------------------------------------------------- a hostile events file, in a real browser

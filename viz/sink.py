@@ -195,7 +195,7 @@ def read_events(path: Path) -> tuple[list[dict], int]:
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)  # NaN included: plotly skips it
 
 
 def _numbers(value) -> bool:
