@@ -317,7 +317,7 @@ def test_a_full_disk_ends_the_run_in_one_line_keeping_the_last_checkpoint(small_
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("Error: no space left on the disk holding ") and "Traceback" not in result.output
     (run,) = out.iterdir()
-    assert f"the last checkpoint (epoch 1) and the metrics are intact in {run}" in lines[-1]
+    assert f"the last checkpoint (1 epoch done) and the metrics are intact in {run}" in lines[-1]
     assert f"--resume {run}" in lines[-1] and " free)" in lines[-1]
     assert torch.load(run / "checkpoint.pt", weights_only=True)["progress"]["epoch"] == 1
     assert all(json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines())

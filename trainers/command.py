@@ -129,8 +129,9 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
         except OSError as err:
             if not no_space(err):
                 raise
-            raise DiskFull(f"no space left on the disk holding {err.filename} ({free_space(Path(err.filename or '.'))} "
-                           "free) before training began: free some space and run again") from None
+            where = Path(err.filename or ".")
+            raise DiskFull(f"no space left on the disk holding {where} ({free_space(where)} free) before training "
+                           "began: free some space and run again") from None
 
 
 def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: RunHooks,
@@ -180,12 +181,12 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
             torch.set_rng_state(state["rng"])
         run.truncate_metrics(progress.step)
         # What this command line changed (a larger --epochs, a new --data-dir) is the run's now.
-        saved = run.read_config()
+        recorded = run.read_config()
         changes = {key: value for key, value in config.to_dict().items()
-                   if key in ("epochs", "data_dir") and saved.get(key) != value}
+                   if key in ("epochs", "data_dir") and recorded.get(key) != value}
         if changes:
             run.update_config(**changes)
-        settings = {**saved, **changes}
+        settings = {**recorded, **changes}
     schedule = Schedule(config.schedule, config.lr, config.epochs, math.ceil(len(data.train) / config.batch_size))
     shown = "test" if data.test is not None else "val"  # the held-out split the panes show
     sink = make_sink(config, run, resumed=state is not None)
@@ -307,7 +308,7 @@ def disk_full(err: OSError, run: RunDir, config: TrainConfig, saved_epoch: int |
     where = f"no space left on the disk holding {err.filename} ({free_space(Path(err.filename or run.path))} free)"
     if saved_epoch is None:
         return f"{where}; nothing was saved yet in {run.path}: free some space and start the run again"
-    checkpoint = f"epoch {saved_epoch}" if saved_epoch else "the start"
+    checkpoint = f"{saved_epoch} epoch{'s' * (saved_epoch != 1)} done"
     return (f"{where}; the last checkpoint ({checkpoint}) and the metrics are intact in {run.path}: free some "
             f"space, then continue with: trainviz {config.trainer} --resume {run.path}")
 
