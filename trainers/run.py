@@ -1,4 +1,9 @@
-"""A run's folder: its config, its metrics as they happen, and its checkpoint."""
+"""A run's folder: its config, its metrics as they happen, and its checkpoint.
+
+One process writes a folder at a time (``RunDir.writing``). Folders are copied, edited by
+hand and left half-written by killed processes, so every reader checks what it reads and
+names a damaged file (``Damaged``) instead of failing on it.
+"""
 
 from __future__ import annotations
 
@@ -76,7 +81,7 @@ class RunHooks:
 
 
 class RunDir:
-    """``<out>/<trainer>-<YYYYmmdd-HHMMSS>``: config.json, status.json, metrics.jsonl, checkpoint.pt."""
+    """``<out>/<trainer>-<YYYYmmdd-HHMMSS>``: config.json, status.json, metrics.jsonl, checkpoint.pt, .lock."""
 
     def __init__(self, path: Path):
         self.path = path
