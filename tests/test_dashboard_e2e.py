@@ -52,13 +52,15 @@ LINE_WINDOWS = ("train_loss", "loss", "accuracy")
 # Where each window of a run (with a learning-rate window) sits on a 1600-px-wide page, in
 # pixels from the first one: the page's reading order. visdom 0.2.4 and 0.3.0 both pack
 # windows in creation order with the same shelf packer, so both must draw exactly this.
+# visdom 0.3.0's page may pack them before it has measured its own width, into a narrow
+# column, and keeps that; its Repack button then lays them out as 0.2.4 does at load.
 RUN_LAYOUT = {
     "train_loss": (0, 0), "loss": (510, 0), "accuracy": (1020, 0),
     "samples": (0, 345), "predictions": (770, 345),
     "mistakes": (0, 930), "confusion": (770, 930),
-    "class_acc": (0, 1200), "templates": (770, 1455), "weights": (0, 1470),
-    "throughput": (0, 1770), "weight_norm": (770, 2025), "grad_norm": (1155, 2025),
-    "lr": (510, 2310), "config": (0, 2670),
+    "class_acc": (0, 1110), "weights": (0, 1380), "templates": (770, 1455),
+    "throughput": (0, 1680), "weight_norm": (770, 2040), "grad_norm": (1155, 2040),
+    "lr": (510, 2325), "config": (0, 2685),
 }
 NOISY_LABELS = 0.1  # share of test labels changed, so the model always makes some mistakes
 
@@ -201,6 +203,8 @@ def open_env(page, port: int, env: str, windows: int, screenshot: Path) -> dict[
                 && Array.from(document.querySelectorAll('.window img')).every(i => i.complete)
                 && Array.from(document.querySelectorAll('.js-plotly-plot')).every(p => p.querySelector('svg'));
         }""", arg=windows, timeout=20_000)
+    if frontend.visdom_version() != "0.2.4":
+        page.click("button:has(span.glyphicon-th)")  # Repack (0.2.4 packs at load, at the page's width)
     boxes = settled_layout(page)
     screenshot.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(screenshot), full_page=True)

@@ -27,7 +27,7 @@ from trainers.run import RunDir
 from viz import client
 from viz.client import Client
 from viz.render import CAPTION, GREEN, RED, TILE, LostState, Renderer, label_tiles, text_html
-from viz.render import TRACE_CAP
+from viz.render import IMAGE_CHROME, TRACE_CAP
 from viz.sink import LabelledSink, RecordingSink, Sink, decode_array, decode_images, read_events
 from viz.visdom_sink import VisdomSink, rebuild
 from viz.windows import WINDOWS, opts, title
@@ -180,7 +180,8 @@ def test_images_become_one_request_of_labelled_rgb_tiles():
     cell_h, cell_w = TILE + 4 + CAPTION + 4, TILE + 4 + 4  # a tile and 2 pixels of padding around it
     assert image.dtype == np.uint8 and image.shape == (cell_h, 3 * cell_w, 3)  # one row of three
     assert call.kwargs == dict(win="samples", env=ENV,
-                               opts={"title": title("samples"), "width": WINDOWS["samples"].width, "height": WINDOWS["samples"].height})
+                               opts={"title": title("samples"), "width": WINDOWS["samples"].width,
+                                     "height": round(cell_h * WINDOWS["samples"].width / (3 * cell_w)) + IMAGE_CHROME})
     # the second image sits inside its 2-pixel frame, enlarged 3x with nearest-neighbour
     np.testing.assert_array_equal(image[4:4 + TILE:3, cell_w + 4:cell_w + 4 + TILE:3, 0], pixels[1])
 
@@ -449,6 +450,31 @@ def test_captions_are_drawn_as_pillow_draws_multiline_text():
         np.testing.assert_array_equal(tiles[0, TILE + 4:], np.asarray(expected)[TILE + 4:])
 
 
+def test_a_caption_too_wide_for_its_tile_is_wrapped_at_spaces_not_cut():
+    from viz.render import caption_font, wrapped
+
+    text = "Ankle boot\n-> T-shirt/top 100%"
+    assert [piece for line in text.split("\n") for piece in wrapped(line)] == \
+        ["Ankle boot", "-> T-shirt/top", "100%"]
+    assert all(caption_font().getlength(piece) <= TILE + 1 for piece in wrapped("-> T-shirt/top 100%"))
+    tiles = label_tiles(np.zeros((1, 28, 28), dtype=np.uint8), [text], [True])
+    expected = Image.new("RGB", (TILE + 4, TILE + 4 + CAPTION), "white")
+    ImageDraw.Draw(expected).multiline_text((3, TILE + 5), "Ankle boot\n-> T-shirt/top\n100%", fill=RED,
+                                            font=ImageFont.load_default(size=11), spacing=1)
+    np.testing.assert_array_equal(tiles[0, TILE + 4:], np.asarray(expected)[TILE + 4:])
+
+
+def test_an_image_window_is_as_tall_as_its_grid_at_the_window_width():
+    sink = RecordingSink()
+    sink.images("mistakes", np.zeros((8, 28, 28), dtype=np.uint8), ["a\n-> b 90%"] * 8, [True] * 8)
+    vis = mock_vis()
+    Renderer(vis, ENV).render(sink.events)
+    (image,), kwargs = vis.png.call_args
+    width = WINDOWS["mistakes"].width
+    assert kwargs["opts"]["width"] == width
+    assert kwargs["opts"]["height"] == round(image.shape[0] * width / image.shape[1]) + IMAGE_CHROME
+
+
 def test_png_bytes_decode_to_the_same_pixels():
     image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(client.png_bytes(image)))), image)
@@ -698,3 +724,15 @@ def test_pane_titles_name_the_split_they_show(split, shown):
     figure = vis._send.call_args.args[0]
     assert figure["opts"]["title"] == figure["layout"]["title"]["text"] == \
         f"Confusion matrix ({shown.lower()} set): share of each true class"
+
+
+def test_the_trials_table_window_is_as_tall_as_its_rows_up_to_its_own_height():
+    from viz.sweep_board import TABLE_CHROME, TABLE_ROW, SweepBoard, table_height
+
+    assert table_height(4) == TABLE_CHROME + 5 * TABLE_ROW  # the heading and four trials
+    assert table_height(1000) == WINDOWS["sweep_trials"].height
+    vis = mock_vis()
+    rows = [{"number": n, "params": {"lr": 0.1}, "value": 0.5, "epochs": 1, "state": "complete", "seconds": 1.0,
+             "env": f"s_trial-{n:03d}", "curve": [(1, 0.5)], "pruned": False} for n in range(3)]
+    SweepBoard(vis, "s", ["lr"]).draw(rows)
+    assert vis.text.call_args.kwargs["opts"]["height"] == table_height(3)

@@ -51,8 +51,8 @@ def pixels(split: Split, index: torch.Tensor):
 
 
 def caption(classes: tuple[str, ...], true: int, predicted: int, confidence: float) -> str:
-    """Two short lines: the true class, and the prediction with its probability."""
-    return f"{classes[true][:13]}\n-> {classes[predicted][:10]} {confidence:.0%}"
+    """Two lines: the true class, and the prediction with its probability (the renderer wraps what is too wide)."""
+    return f"{classes[true]}\n-> {classes[predicted]} {confidence:.0%}"
 
 
 SPLITS = ("train", "val", "test")  # the curves' traces, in this order, for the splits a run has

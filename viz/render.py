@@ -21,12 +21,13 @@ from viz.sink import decode_array, decode_images
 from viz.windows import WINDOWS, opts, title
 
 TILE = 84  # pixels per image side in the grids (28 x 3, nearest-neighbour)
-CAPTION = 30  # pixels of caption below each tile
+CAPTION = 38  # pixels of caption below each tile: three lines of the caption font
 RED, GREEN, GREY = (220, 40, 40), (40, 160, 70), (160, 160, 160)
 # Points one trace shows: past this, its whole history decimated to half as many, then
 # the points that come after. Each redraw sends the window whole, so it stays this small.
 TRACE_CAP = 300
 MARKERS = {"epoch mean"}  # traces drawn as dots, not lines
+IMAGE_CHROME = 22  # pixels of a visdom image window above and below its image: the title bar, margins
 
 
 def label_tiles(images: np.ndarray, captions: list[str], marked: list[bool | None]) -> np.ndarray:
@@ -64,12 +65,25 @@ def caption_line(line: str) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255
 
 
+@functools.lru_cache(maxsize=1024)
+def wrapped(line: str) -> tuple[str, ...]:
+    """``line`` broken at spaces into pieces that each fit the tile's width in the caption font."""
+    font, pieces = caption_font(), []
+    for word in line.split(" "):
+        if pieces and font.getlength(f"{pieces[-1]} {word}") <= TILE + 1:
+            pieces[-1] = f"{pieces[-1]} {word}"
+        else:
+            pieces.append(word)
+    return tuple(pieces)
+
+
 def caption_mask(caption: str) -> np.ndarray:
-    """A caption's lines stacked one under another, as coverage in [0, 1] of the caption area."""
+    """A caption's lines, each wrapped to the tile's width, stacked one under another, as coverage in [0, 1]."""
     font = caption_font()
     spacing = font.getbbox("A")[3] + 1  # what Pillow's multiline text advances per line
     mask = np.zeros((CAPTION - 1, TILE + 1), dtype=np.float32)
-    for i, line in enumerate(caption.split("\n")):
+    lines = [piece for line in caption.split("\n") for piece in wrapped(line)]
+    for i, line in enumerate(lines):
         top = i * spacing
         if top >= len(mask):
             break
@@ -224,6 +238,12 @@ def pane_opts(event: dict, **extra) -> dict:
     return opts(event["win"], event.get("split", "test"), **extra)
 
 
+def image_opts(event: dict, image: np.ndarray) -> dict:
+    """Options for an image window as tall as its image needs at the window's width: no empty bands."""
+    width = WINDOWS[event["win"]].width
+    return pane_opts(event, height=round(image.shape[0] * width / image.shape[1]) + IMAGE_CHROME)
+
+
 class LostState(ConnectionError):
     """The server no longer holds windows this renderer created: it was restarted."""
 
@@ -325,7 +345,8 @@ class Renderer:
 
     def _images(self, event: dict) -> None:
         tiles = label_tiles(decode_images(event), event["captions"], event["marked"])
-        self.vis.png(grid(tiles, columns=8), win=event["win"], env=self.env, opts=pane_opts(event))
+        image = grid(tiles, columns=8)
+        self.vis.png(image, win=event["win"], env=self.env, opts=image_opts(event, image))
 
     def _text(self, event: dict) -> None:
         text = event["text"] if "text" in event else markup_text(event["html"])  # "html": an older run's pane
@@ -345,8 +366,8 @@ class Renderer:
     def _templates(self, event: dict) -> None:
         weights = decode_array(event)
         tiles = label_tiles(diverging(weights), event["captions"], [None] * len(weights))
-        self.vis.png(grid(tiles, columns=event.get("columns", 8)), win=event["win"], env=self.env,
-                     opts=pane_opts(event))
+        image = grid(tiles, columns=event.get("columns", 8))
+        self.vis.png(image, win=event["win"], env=self.env, opts=image_opts(event, image))
 
     def _confusion(self, event: dict) -> None:
         send_figure(self.vis, self.env, event["win"],

@@ -94,6 +94,15 @@ def trials_html(rows: list[dict], fields: list[str]) -> str:
             f"<tr>{head}</tr>{''.join(body)}</table></div>")
 
 
+TABLE_ROW = 18  # pixels of one row of the trials table at its font size and padding
+TABLE_CHROME = 30  # pixels of the window around the table: the title bar and margins
+
+
+def table_height(trials: int) -> int:
+    """The trials window's height: its rows and heading, up to the window's own height (then it scrolls)."""
+    return min(WINDOWS["sweep_trials"].height, TABLE_CHROME + TABLE_ROW * (trials + 1))
+
+
 class SweepBoard:
     """Draws a study's environment, replacing each window whole: any worker or machine may redraw it."""
 
@@ -107,7 +116,8 @@ class SweepBoard:
         try:
             send_figure(self.vis, self.env, "sweep_val_acc", curves_figure(rows))
             send_figure(self.vis, self.env, "sweep_parcoords", parcoords_figure(rows, self.fields))
-            self.vis.text(trials_html(rows, self.fields), win="sweep_trials", env=self.env, opts=opts("sweep_trials"))
+            self.vis.text(trials_html(rows, self.fields), win="sweep_trials", env=self.env,
+                          opts=opts("sweep_trials", height=table_height(len(rows))))
             self.vis.save([self.env])
         except OSError:
             pass

@@ -53,7 +53,7 @@ WINDOWS = {
     # trainviz sweep: the study's own environment
     "sweep_val_acc": Window("Validation accuracy of every trial", "epoch", "accuracy", width=780, height=450),
     "sweep_parcoords": Window("Settings -> validation accuracy", width=780, height=450),
-    "sweep_trials": Window("Trials, best first", width=1570, height=400),
+    "sweep_trials": Window("Trials, best first", width=1570, height=600),  # the most: sized to its rows
 }
 
 
