@@ -110,6 +110,11 @@ def test_divergence_stops_with_status_3_and_keeps_finite_metrics(idx_dir, tmp_pa
     text = (run_dir / "metrics.jsonl").read_text() if (run_dir / "metrics.jsonl").exists() else ""
     assert "NaN" not in text and "Infinity" not in text
     assert not (run_dir / "checkpoint.pt").exists()  # no epoch finished: nothing looks like a finished run
+    # the message names only what is there
+    if (run_dir / "metrics.jsonl").exists():
+        assert f"before its first checkpoint; the steps' metrics are in {run_dir / 'metrics.jsonl'}" in line
+    else:
+        assert "it diverged before its first checkpoint or metrics" in line
 
 
 def test_divergence_after_a_good_epoch_keeps_that_epoch(tmp_path, monkeypatch):
@@ -139,6 +144,7 @@ def test_divergence_after_a_good_epoch_keeps_that_epoch(tmp_path, monkeypatch):
                                       "--no-viz", "--out", str(out)])
     assert result.exit_code == 3, result.output
     (run_dir,) = out.iterdir()
+    assert f"the last good epoch's checkpoint and metrics are in {run_dir}" in result.stderr
     epochs = [r for r in records(run_dir) if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [1]
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)

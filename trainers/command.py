@@ -266,9 +266,13 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
                 ) from None
             except Diverged as err:
                 end("diverged", step=err.step)
-                raise DivergedError(
-                    f"{err}; the last good epoch's checkpoint and metrics are in {run.path}. Try a smaller --lr"
-                ) from None
+                if run.checkpoint_file.is_file():
+                    kept = f"the last good epoch's checkpoint and metrics are in {run.path}"
+                elif run.metrics_file.is_file():
+                    kept = f"it diverged before its first checkpoint; the steps' metrics are in {run.metrics_file}"
+                else:
+                    kept = "it diverged before its first checkpoint or metrics"
+                raise DivergedError(f"{err}; {kept}. Try a smaller --lr") from None
             except Pruned:
                 save()
                 held.release(sink)
