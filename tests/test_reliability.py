@@ -26,6 +26,12 @@ def records(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
 
 
+def as_in_a_terminal() -> None:
+    """In the trainer's process: Ctrl-C as a terminal delivers it, even when the suite runs as a
+    background job (which inherits SIGINT ignored, and a trainer leaves an ignored signal alone)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: float = 60, kind: str = "epoch") -> Path:
     """Poll until the run in ``out`` has written its ``epoch`` record; return the run folder.
 
@@ -67,7 +73,7 @@ def test_stopped_then_resumed_run_ends_like_an_uninterrupted_one(trainer, signum
     out = tmp_path / "stopped"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "trainers", *args, "--out", str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=as_in_a_terminal)
     try:
         run_dir = wait_for_epoch(out, 2, proc, kind="step")
         proc.send_signal(signum)
@@ -245,7 +251,8 @@ def test_a_second_ctrl_c_quits_at_once_and_leaves_a_readable_checkpoint(tmp_path
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainers", "mlp", "--data-dir", str(data), "--epochs", "20", "--batch-size", "4",
          "--no-viz", "--out", str(out)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=as_in_a_terminal)
     try:
         run_dir = wait_for_epoch(out, 1, proc)
         proc.send_signal(signal.SIGINT)
