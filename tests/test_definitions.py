@@ -160,3 +160,23 @@ def test_runs_sort_accuracies_largest_first_and_empty_cells_last():
     rows = [{"run": name, "val_acc": acc} for name, acc in (("a", 0.5), ("b", None), ("c", 0.9), ("d", 0.7))]
     assert [r["run"] for r in sort_rows(rows, "val_acc")] == ["c", "d", "a", "b"]
     assert [r["run"] for r in sort_rows(rows[::-1], "run")] == ["a", "b", "c", "d"]
+
+
+def test_compare_names_runs_whose_curves_coincide(tmp_path):
+    """Three runs of one seed draw on top of each other in compare: it says so instead of showing one."""
+    import json as _json
+
+    from trainers.run import RunDir
+    from trainers.runs import identical_curves
+
+    def run(name: str, accuracy: float, seconds: float) -> RunDir:
+        folder = tmp_path / name
+        folder.mkdir()
+        records = [{"kind": "step", "epoch": 1, "step": 5, "train_loss": 1.0},
+                   {"kind": "epoch", "epoch": 1, "step": 10, "train_loss": 0.9, "test_acc": accuracy, "seconds": seconds}]
+        (folder / "metrics.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in records))
+        return RunDir(folder)
+
+    runs = [run("a", 0.5, 1.0), run("b", 0.6, 1.0), run("c", 0.5, 2.5), run("d", 0.5, 3.0)]
+    assert identical_curves(runs) == [["a", "c", "d"]]
+    assert identical_curves(runs[:2]) == []

@@ -206,7 +206,7 @@ def compare_command(run_dirs: tuple[Path, ...], server: str, port: int, env: str
         if drawn_from:
             raise UserError(f"{run.path} is damaged: {drawn_from[0]}; restore it from a copy of the run folder, "
                             "or compare without it")
-    from trainers.runs import comparison_events
+    from trainers.runs import comparison_events, identical_curves
     from viz.render import Renderer
 
     vis = visdom_at(server, port, env)
@@ -214,6 +214,9 @@ def compare_command(run_dirs: tuple[Path, ...], server: str, port: int, env: str
     renderer = Renderer(vis, env)
     renderer.render([*comparison_events(runs, env), {"kind": "save"}])
     click.echo(f"compared {len(runs)} runs in environment {env} at {server}:{port}")
+    for names in identical_curves(runs):
+        click.echo(f"note: {', '.join(names)} have the same curves (same settings and seed?): "
+                   "their traces lie on top of each other")
 
 
 @cli.command("evaluate")

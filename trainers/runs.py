@@ -157,6 +157,16 @@ def text_table(lines: list[list[str]]) -> str:
     return "\n".join("  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in lines)
 
 
+def identical_curves(runs: list[RunDir]) -> list[list[str]]:
+    """Groups of run names whose epoch records match in every number but the seconds: drawn, they coincide."""
+    groups: dict[str, list[str]] = {}
+    for run in runs:
+        curve = [{k: v for k, v in record.items() if k != "seconds"} for record in epoch_records(run)
+                 if record.get("kind") == "epoch"]
+        groups.setdefault(json.dumps(curve, sort_keys=True), []).append(run.name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
 def comparison_events(runs: list[RunDir], env: str) -> list[dict]:
     """Scalar events drawing the runs' epoch curves into the compare windows of ``env``.
 
