@@ -405,9 +405,11 @@ def killed_run(tmp_path_factory):
                 [sys.executable, "-m", "trainers", "scratch-softmax", "--data-dir", str(idx), "--epochs", "6",
                  "--batch-size", "8", "--port", str(running.port), "--server", HOST, "--out", str(out)],
                 cwd=REPO, stdout=stdout, stderr=stderr, env={**os.environ, "HOME": str(root / "server" / "home")})
-        wait_for(proc, lambda: out.is_dir() and any(out.iterdir()), "a run folder")
+        # Start-up (torch, decoding the data, the model) takes seconds alone, far longer beside other work.
+        wait_for(proc, lambda: out.is_dir() and any(out.iterdir()), "a run folder", timeout=120)
         run = only_run(out)
-        wait_for(proc, lambda: count_lines(run / "metrics.jsonl", '"kind": "epoch"') >= 1, "the first epoch")
+        wait_for(proc, lambda: count_lines(run / "metrics.jsonl", '"kind": "epoch"') >= 1, "the first epoch",
+                 timeout=120)
         wait_for_first_epoch(running.port, run)
 
         # Once the first epoch is on the dashboard the server goes away while training goes on.
