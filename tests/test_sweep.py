@@ -115,6 +115,41 @@ def test_the_chosen_trial_has_the_best_validation_accuracy_of_the_finished_ones_
     assert best_trial(trials_of(("PRUNED", 0.9), ("FAIL", None))) is None
 
 
+def test_a_claim_is_reaped_only_once_its_pid_is_written_and_that_process_is_gone(tmp_path):
+    """Another worker's ``reap`` may look between ``take``'s writes: it must never rerun a live claim."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    from trainers import optuna_internals as internals
+    from trainers.sweep import HOST, reap, take
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
+    study = optuna.create_study(storage=storage, direction="maximize")
+    study.enqueue_trial({})
+    written = []
+    original = storage.set_trial_user_attr
+
+    def watch(trial_id, key, value):  # what a reaping worker would read after each write
+        original(trial_id, key, value)
+        written.append(dict(storage.get_trial(trial_id).user_attrs))
+
+    storage.set_trial_user_attr = watch
+    trial = take(study)
+    assert all(attrs.get("host") != HOST or "pid" in attrs for attrs in written)  # never a host without its pid
+    storage.set_trial_user_attr = original
+
+    half = study.enqueue_trial({}) or study.get_trials()[1]  # a claim with its host and no pid yet
+    storage.set_trial_state_values(internals.trial_id(half), state=TrialState.RUNNING)
+    storage.set_trial_user_attr(internals.trial_id(half), "host", HOST)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    storage.set_trial_user_attr(internals.trial_id(trial), "pid", int(dead.stdout))
+    reap(study)
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    assert study.get_trials()[2].user_attrs["rerun_of"] == 0  # the dead one's point, queued again
+
+
 def test_a_trial_tells_the_study_its_validation_accuracy_even_with_a_test_accuracy_at_hand(monkeypatch):
     import optuna
 

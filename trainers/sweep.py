@@ -252,8 +252,10 @@ def take(study: optuna.Study) -> optuna.Trial | None:
         if heartbeats(storage):  # at once: a worker killed before its trial's first beat still goes stale
             storage.record_heartbeat(trial_id)
         trial = internals.running_trial(study, trial_id)
-        for key, value in {"host": HOST, "pid": os.getpid()}.items():
-            trial.set_user_attr(key, value)
+        # The pid before the host: ``reap`` looks at trials of its own host only, so one that
+        # sees the host sees the pid too, and never takes a claim half-written for a dead one.
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("host", HOST)
         return trial
     return None
 
@@ -291,7 +293,9 @@ def reap(study: optuna.Study) -> None:
             optuna.storages.fail_stale_trials(study)
         return
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get("host") != HOST or process_alive(trial.user_attrs.get("pid", 0)):
+        if trial.user_attrs.get("host") != HOST or "pid" not in trial.user_attrs:
+            continue  # another machine's, or a claim being written right now (see ``take``)
+        if process_alive(trial.user_attrs["pid"]):
             continue
         try:
             if not internals.storage(study).set_trial_state_values(internals.trial_id(trial), state=TrialState.FAIL):
