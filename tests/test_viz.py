@@ -21,11 +21,11 @@ from trainers.command import make_sink
 from trainers.config import TrainConfig
 from trainers.data import Data, Split, floats
 from trainers.loop import Evaluation, Parts
-from trainers.report import (caption, learned_weights, report_curves, report_layers,
-                             report_panes)
+from trainers.report import learned_weights, report_curves, report_layers, report_panes
 from trainers.run import RunDir
 from viz import client
 from viz.client import Client
+from viz.panes import caption
 from viz.render import CAPTION, GREEN, RED, TILE, LostState, Renderer, label_tiles, text_html
 from viz.render import IMAGE_CHROME, TRACE_CAP
 from viz.sink import LabelledSink, RecordingSink, Sink, decode_array, decode_images, read_events

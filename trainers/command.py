@@ -26,6 +26,7 @@ from trainers.schedule import Schedule
 from viz.economy import Budget
 from viz.paths import available_memory, free_space, human_bytes, no_space
 from viz.sink import HeldSink, Sink
+from viz.windows import SMOOTHING
 
 # The costly dashboard panes may take this share of the run's time (their measured cost
 # decides how often they are refreshed); the curves are drawn every epoch regardless.
@@ -34,7 +35,6 @@ PANES_SHARE = 0.02
 # costs the trainer, the sender and the server together on 2 CPU cores. So the first
 # refresh comes 5 s into a run, and a run of a few seconds shows them at its end.
 PANES_PRIOR = 0.1
-SMOOTHING = 0.6  # weight of the past in the smoothed training loss (TensorBoard's default)
 
 
 class Stopped(click.ClickException):

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from viz.defaults import PORT, SERVER
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -27,8 +29,8 @@ class TrainConfig:
     device: str = "auto"  # auto picks cuda when available, else cpu
     out: Path = Path("runs")  # parent folder of every RUN_DIR
     viz: bool = True  # stream to the visdom dashboard (--no-viz turns it off)
-    server: str = "http://localhost"  # visdom server URL
-    port: int = 8097  # visdom server port
+    server: str = SERVER  # visdom server URL
+    port: int = PORT  # visdom server port
     env: str | None = None  # visdom environment; None names it after the RUN_DIR
     log_every: int = 1  # steps between training-loss points (metrics.jsonl and dashboard)
     images: int = 32  # test images shown in the prediction grid

@@ -6,6 +6,7 @@ Nothing here imports torch: a table of a hundred runs answers at once.
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -23,7 +24,14 @@ def find_runs(root: Path) -> list[RunDir]:
 
 
 def settings_text(config: dict) -> str:
-    """The settings that tell runs apart, short: ``lr=0.1 bs=160 mom=0.9 cosine 200,200 drop=0.2``."""
+    """The settings that tell runs apart, short: ``lr=0.1 bs=160 mom=0.9 cosine 200,200 drop=0.2``.
+
+    A user's loop's run (``viz.init``) shows its own settings as ``name=value``.
+    """
+    if config.get("source") == "viz.init":
+        user = config.get("config") if isinstance(config.get("config"), dict) else {}
+        text = " ".join(f"{k}={v if isinstance(v, (int, float, str)) else json.dumps(v)}" for k, v in user.items())
+        return text if len(text) <= 60 else text[:57] + "..."
     parts = [f"lr={config.get('lr', 0):g}", f"bs={config.get('batch_size')}"]
     if config.get("momentum"):
         parts.append(f"mom={config['momentum']:g}")
@@ -65,6 +73,20 @@ def record_problem(record) -> str | None:
     return None
 
 
+# A user's loop (``viz.init``) that logs val/acc, test/acc, val/loss or test/loss: each such log is an epoch here.
+HELD_OUT = re.compile(rb'"(val|test)/(acc|loss)"')
+LOGGED_COLUMNS = {"train/loss": "train_loss", "train/acc": "train_acc", "val/acc": "val_acc", "val/loss": "val_loss",
+                  "test/acc": "test_acc", "test/loss": "test_loss"}
+
+
+def evaluation_record(record: dict, epoch: int) -> dict | None:
+    """A user loop's log record of held-out results as an epoch record (``epoch``: its count); None if it has none."""
+    found = {column: record[name] for name, column in LOGGED_COLUMNS.items() if _number(record.get(name))}
+    if not any(column.startswith(("val_", "test_")) for column in found):
+        return None
+    return {"kind": "epoch", "epoch": epoch, "step": record.get("step"), **found}
+
+
 def epoch_records(run: RunDir) -> list[dict]:
     """The run's epoch and test records from metrics.jsonl (step records are skipped unparsed).
 
@@ -77,10 +99,16 @@ def epoch_records(run: RunDir) -> list[dict]:
             for number, line in enumerate(f, 1):
                 if b'"kind": "step"' in line or not line.endswith(b"\n") or not line.strip():
                     continue  # step records are most of the file; a line being written is not whole yet
+                if line.startswith((b'{"kind": "log"', b'{"kind": "plot"')) and not HELD_OUT.search(line):
+                    continue  # a user's loop's per-step values
                 try:
                     record = json.loads(line)
                 except ValueError:  # UnicodeDecodeError included
                     raise Damaged(run.metrics_file, f"line {number} is not JSON") from None
+                if isinstance(record, dict) and record.get("kind") == "log":
+                    record = evaluation_record(record, sum(r.get("kind") == "epoch" for r in records) + 1)
+                    if record is None:
+                        continue
                 problem = record_problem(record)
                 if problem:
                     raise Damaged(run.metrics_file, f"line {number} {problem}")
@@ -114,6 +142,9 @@ def summary(run: RunDir, root: Path) -> dict:
     val = [r["val_acc"] for r in epochs if "val_acc" in r]
     test = [r["test_acc"] for r in records if "test_acc" in r]
     planned = config.get("epochs")
+    if config.get("source") == "viz.init":  # a user's loop: the epochs its own config plans, if it says
+        user = config.get("config")
+        planned = user.get("epochs") if isinstance(user, dict) and _number(user.get("epochs")) else None
     return {
         "run": str(run.path.relative_to(root)) if run.path != root else run.name,
         "trainer": config.get("trainer", "?"),
@@ -185,6 +216,7 @@ def comparison_events(runs: list[RunDir], env: str) -> list[dict]:
                 values = {f"{label} {split}": record[f"{split}_{metric}"] for split in ("val", "test")
                           if f"{split}_{metric}" in record}
                 events.append({"kind": "scalars", "win": win, "env": env, "x": x, "values": values})
-            events.append({"kind": "scalars", "win": "compare_train", "env": env, "x": x,
-                           "values": {label: record["train_loss"]}})
+            if "train_loss" in record:  # a user's loop may log held-out results only
+                events.append({"kind": "scalars", "win": "compare_train", "env": env, "x": x,
+                               "values": {label: record["train_loss"]}})
     return events

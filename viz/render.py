@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from viz.economy import decimate
 from viz.sink import decode_array, decode_images
-from viz.windows import WINDOWS, opts, title
+from viz.windows import EPOCH_MEAN, is_logged, opts, spec, title
 
 TILE = 84  # pixels per image side in the grids (28 x 3, nearest-neighbour)
 CAPTION = 38  # pixels of caption below each tile: three lines of the caption font
@@ -26,7 +26,8 @@ RED, GREEN, GREY = (220, 40, 40), (40, 160, 70), (160, 160, 160)
 # Points one trace shows: past this, its whole history decimated to half as many, then
 # the points that come after. Each redraw sends the window whole, so it stays this small.
 TRACE_CAP = 300
-MARKERS = {"epoch mean"}  # traces drawn as dots, not lines
+MARKERS = {EPOCH_MEAN}  # traces drawn as dots, not lines
+IMAGE_WIDTH = 760  # pixels: the widest a logged image window is drawn (the trainers' grids' width)
 IMAGE_CHROME = 22  # pixels of a visdom image window above and below its image: the title bar, margins
 
 
@@ -228,9 +229,10 @@ def send_figure(vis, env: str, win: str, figure: dict, split: str = "test") -> N
     visdom's ``plotlyplot`` wants the plotly package only to turn a Figure into this
     dict; the request it sends is this one.
     """
-    spec, shown = WINDOWS[win], title(win, split)
-    figure["layout"].update(title={"text": shown}, width=spec.width, height=spec.height)
-    vis._send({**figure, "win": win, "eid": env, "opts": {"title": shown, "width": spec.width, "height": spec.height}})
+    window, shown = spec(win), title(win, split)
+    figure["layout"].update(title={"text": shown}, width=window.width, height=window.height)
+    vis._send({**figure, "win": win, "eid": env, "opts": {"title": shown, "width": window.width,
+                                                          "height": window.height}})
 
 
 def pane_opts(event: dict, **extra) -> dict:
@@ -240,8 +242,8 @@ def pane_opts(event: dict, **extra) -> dict:
 
 def image_opts(event: dict, image: np.ndarray) -> dict:
     """Options for an image window as tall as its image needs at the window's width: no empty bands."""
-    width = WINDOWS[event["win"]].width
-    return pane_opts(event, height=round(image.shape[0] * width / image.shape[1]) + IMAGE_CHROME)
+    width = spec(event["win"]).width if not is_logged(event["win"]) else min(image.shape[1], IMAGE_WIDTH)
+    return pane_opts(event, width=width, height=round(image.shape[0] * width / image.shape[1]) + IMAGE_CHROME)
 
 
 class LostState(ConnectionError):
@@ -266,6 +268,7 @@ class Renderer:
         self.history: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
         self.shown: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)  # what is drawn
         self.traces: dict[tuple[str, str], list[str]] = defaultdict(list)  # each window's traces, in order
+        self.axes: dict[str, dict] = {}  # visdom options of the logged windows an ``axes`` event set up
 
     def reset(self) -> None:
         """Forget every window and history, before drawing a run again from all its events."""
@@ -273,6 +276,7 @@ class Renderer:
         self.history.clear()
         self.shown.clear()
         self.traces.clear()
+        self.axes.clear()
 
     def render(self, events: list[dict]) -> None:
         """Send ``events`` in order, merging runs of scalar points into one request per window.
@@ -305,7 +309,7 @@ class Renderer:
         for key, xy in points.items():
             env, win, trace = key
             self.history[key].extend(xy)
-            if WINDOWS[win].shared:
+            if spec(win).shared:
                 self._redraw_trace(env, win, trace)
                 continue
             shown = self.shown[key]
@@ -325,7 +329,7 @@ class Renderer:
         for trace in self.traces[(env, win)]:
             x, y = zip(*self.shown[(env, win, trace)])
             drawn.append((escaped(trace), list(x), list(y), "markers" if trace in MARKERS else "lines"))
-        self.vis.lines(drawn, win=win, env=env, opts=opts(win, showlegend=True))
+        self.vis.lines(drawn, win=win, env=env, opts=opts(win, showlegend=True, **self.axes.get(win, {})))
         self.created.add((env, win))
 
     def _redraw_trace(self, env: str, win: str, trace: str) -> None:
@@ -396,6 +400,17 @@ class Renderer:
             x[: len(centers), i], y[: len(density), i] = centers, density
         self.vis.line(Y=y, X=x, win=event["win"], env=self.env,
                       opts=pane_opts(event, legend=[escaped(n) for n in names]))
+
+    def _axes(self, event: dict) -> None:
+        options = {"xlabel": escaped(event["xlabel"]), "ylabel": escaped(event["ylabel"])}
+        for axis in "xy":
+            if event[f"{axis}lim"] is not None:
+                options[f"{axis}tickmin"], options[f"{axis}tickmax"] = event[f"{axis}lim"]
+            if event[f"{axis}scale"] == "log":
+                options[f"{axis}type"] = "log"
+        self.axes[event["win"]] = options
+        if any(win == event["win"] for _, win in self.created):
+            self._draw(self.env, event["win"])
 
     def _save(self, event: dict) -> None:
         envs = [self.env] + sorted({env for env, _, _ in self.history if env != self.env})

@@ -36,9 +36,9 @@ from typing import Callable, Literal, Optional
 import click
 
 from viz import frontend
+from viz.defaults import PORT as DEFAULT_PORT
 from viz.paths import atomic_path, cache_dir, locked
 
-DEFAULT_PORT = 8097
 SERVER_MODULE = "viz.visdom_server"  # what ``python -m`` runs: visdom behind trainviz's gate
 
 # visdom's own page is titled "visdom"; with -enable_login it is "Visdom Login".

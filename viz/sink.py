@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from viz.windows import WINDOWS
+from viz.windows import WINDOWS, is_logged, known
 
 KINDS = {"scalars", "series", "images", "templates", "text", "table", "heatmap", "confusion", "bars", "histogram",
-         "config", "outcome", "save"}
+         "axes", "config", "outcome", "save"}
 POINT_KINDS = {"scalars", "series"}  # events that add points to line windows
+SCALES = ("linear", "log")  # how an axis of a logged line window may be drawn
 
 
 class Sink:
@@ -89,6 +90,13 @@ class Sink:
         self.emit({"kind": "histogram", "win": win,
                    "series": {name: {"centers": c, "density": d} for name, (c, d) in series.items()}})
 
+    def axes(self, win: str, xlabel: str = "step", ylabel: str = "", xlim: tuple[float, float] | None = None,
+             ylim: tuple[float, float] | None = None, xscale: str = "linear", yscale: str = "linear") -> None:
+        """How a logged line window's axes look: labels, ranges (None: fit the data), "linear" or "log"."""
+        self.emit({"kind": "axes", "win": win, "xlabel": xlabel, "ylabel": ylabel,
+                   "xlim": None if xlim is None else [float(v) for v in xlim],
+                   "ylim": None if ylim is None else [float(v) for v in ylim], "xscale": xscale, "yscale": yscale})
+
     def config(self, settings: dict) -> None:
         """The run's settings."""
         self.emit({"kind": "config", "win": "config", "settings": settings})
@@ -126,8 +134,6 @@ class HeldSink(Sink):
 
     def release(self, sink: Sink) -> None:
         """Pass every held event to ``sink``, window by window in page order, each window's in time order."""
-        from viz.windows import WINDOWS
-
         order = {win: i for i, win in enumerate(WINDOWS)}
         for event in sorted(self.held, key=lambda e: order.get(e.get("win"), len(order))):  # a stable sort
             sink.emit(event)
@@ -210,6 +216,11 @@ def _flags(value) -> bool:
     return isinstance(value, list) and all(isinstance(v, bool) for v in value)
 
 
+def _range(value) -> bool:
+    return value is None or (isinstance(value, list) and len(value) == 2 and all(
+        _number(v) and math.isfinite(v) for v in value))
+
+
 def _matrix(value) -> bool:
     return isinstance(value, list) and all(_numbers(row) for row in value)
 
@@ -242,6 +253,8 @@ _FIELDS = {
     "bars": {"values": _numbers, "names": _strings},
     "histogram": {"series": lambda v: isinstance(v, dict) and all(
         isinstance(s, dict) and _numbers(s.get("centers")) and _numbers(s.get("density")) for s in v.values())},
+    "axes": {"xlabel": lambda v: isinstance(v, str), "ylabel": lambda v: isinstance(v, str), "xlim": _range,
+             "ylim": _range, "xscale": lambda v: v in SCALES, "yscale": lambda v: v in SCALES},
     "config": {"settings": lambda v: isinstance(v, dict)},
     "outcome": {"status": lambda v: isinstance(v, str), "metrics": lambda v: isinstance(v, dict)},
     "save": {},
@@ -254,7 +267,9 @@ def drawable(event) -> bool:
     if not isinstance(event, dict) or event.get("kind") not in KINDS:
         return False
     kind = event["kind"]
-    if kind not in ("config", "outcome", "save") and event.get("win") not in WINDOWS:
+    if kind not in ("config", "outcome", "save") and not known(event.get("win")):
+        return False
+    if kind == "axes" and not is_logged(event["win"]):  # the trainers' windows look as viz.windows says
         return False
     if event.get("env") is not None:  # a file draws into its own run's environment, never into another
         return False

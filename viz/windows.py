@@ -1,14 +1,19 @@
 """Every dashboard window in one place: its key, title, axis labels and size.
 
 Window names on the server are these keys, fixed, so a rerun into the same
-environment replaces its windows instead of adding new ones.
+environment replaces its windows instead of adding new ones. A window that a user's
+own loop names (``run.log({"train/loss": ...})``) is ``LOGGED`` followed by its name,
+created on first use and looked up with ``spec``.
 """
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 COMPARE_ENV = "compare"  # where ``trainviz compare`` draws the runs it is given, by default
+SMOOTHING = 0.6  # weight of the past in the smoothed training loss (TensorBoard's default)
+EPOCH_MEAN = "epoch mean"  # the training-loss trace of epoch means, which the renderer draws as dots
 
 
 @dataclass(frozen=True)
@@ -27,8 +32,8 @@ class Window:
 # 1600-px-wide page they read as curves, samples and their table, mistakes, confusion and
 # per-class accuracy, then weights and what the model learned, then the rest.
 WINDOWS = {
-    "train_loss": Window("Training loss per step: raw, smoothed (EMA 0.6), epoch means", "step", "cross-entropy",
-                         width=500),
+    "train_loss": Window(f"Training loss per step: raw, smoothed (EMA {SMOOTHING}), epoch means", "step",
+                         "cross-entropy", width=500),
     "loss": Window("Loss per epoch", "epoch", "cross-entropy", width=500),
     "accuracy": Window("Accuracy per epoch", "epoch", "accuracy", width=500),
     "samples": Window("{Split} samples: true / predicted (red: wrong)", width=760, height=560),
@@ -57,6 +62,33 @@ WINDOWS = {
 }
 
 
+LOGGED = "log:"  # the prefix of windows named by ``viz.Run.log`` and kin
+LOGGED_NAME = 100  # the longest name a logged window may have, in characters
+
+
+def logged(name: str) -> str:
+    """The window key of a name a user logs under."""
+    return f"{LOGGED}{name}"
+
+
+def is_logged(win) -> bool:
+    """Whether ``win`` is a window a user's loop named (a non-empty name, not too long)."""
+    return isinstance(win, str) and win.startswith(LOGGED) and 0 < len(win) - len(LOGGED) <= LOGGED_NAME
+
+
+def known(win) -> bool:
+    """Whether ``win`` is a window the renderer can draw: one of ``WINDOWS`` or a logged one."""
+    return (isinstance(win, str) and win in WINDOWS) or is_logged(win)
+
+
+def spec(win: str) -> Window:
+    """How window ``win`` looks: its entry in ``WINDOWS``, or for a logged window, its name as the title."""
+    if win in WINDOWS:
+        return WINDOWS[win]
+    name = win[len(LOGGED):]
+    return Window(name, "step", name.rpartition("/")[2], width=500, height=320)
+
+
 # The held-out splits a pane can show, as titles name them; anything else reads as the test set.
 SPLITS = {"test": "test", "val": "validation"}
 
@@ -64,15 +96,21 @@ SPLITS = {"test": "test", "val": "validation"}
 def title(win: str, split: str = "test") -> str:
     """Window ``win``'s title for panes of the held-out ``split`` ("test" or "val")."""
     name = SPLITS.get(split, "test") if isinstance(split, str) else "test"
+    if is_logged(win):
+        return spec(win).title  # a user's name, drawn as typed: never a format string
     return WINDOWS[win].title.format(split=name, Split=name.capitalize())
 
 
 def opts(win: str, split: str = "test", **extra) -> dict:
     """Visdom options for window ``win`` (showing the held-out ``split``)."""
-    spec = WINDOWS[win]
-    options = {"title": title(win, split), "width": spec.width, "height": spec.height}
-    if spec.xlabel:
-        options["xlabel"] = spec.xlabel
-    if spec.ylabel:
-        options["ylabel"] = spec.ylabel
+    window = spec(win)
+
+    def shown(text: str) -> str:  # a user's name reads as typed, never as markup
+        return html.escape(text, quote=False) if is_logged(win) else text
+
+    options = {"title": shown(title(win, split)), "width": window.width, "height": window.height}
+    if window.xlabel:
+        options["xlabel"] = shown(window.xlabel)
+    if window.ylabel:
+        options["ylabel"] = shown(window.ylabel)
     return {**options, **extra}

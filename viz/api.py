@@ -1,0 +1,386 @@
+"""A live dashboard for any PyTorch training loop, in three calls.
+
+    import viz
+
+    run = viz.init(name="lenet", config={"lr": 0.1, "epochs": 10})
+    for step, (X, y) in enumerate(batches):
+        ...
+        run.log({"train/loss": loss}, step=step)   # a tensor or a number
+    run.log({"test/acc": acc, "test/loss": test_loss}, step=step)
+    run.finish()                                    # or: with viz.init(...) as run:
+
+Each name gets a line window, created on first use in first-use order. A name with a
+slash is ``TRACE/WINDOW``: ``train/loss`` and ``test/loss`` are the traces ``train`` and
+``test`` of one window ``loss``; a name without one is a window of a single trace.
+
+Scalars may be tensors, on any device: ``log`` keeps them as they are and reads them
+back in one batch about once a second (``READ_EVERY``), so logging every step costs the
+loop no host sync. A run is a run folder like the trainers' (config.json, status.json,
+metrics.jsonl, events.jsonl) that ``trainviz runs``, ``compare`` and ``replay`` read; its
+events reach visdom from a background thread, and a server that is missing or dies
+costs one warning line: the run goes on and its dashboard is rebuilt when one answers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import html
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from viz.defaults import PORT, SERVER
+from viz.sink import SCALES, Sink
+from viz.windows import LOGGED_NAME, logged
+
+READ_EVERY = 1.0  # seconds between read-backs of the logged values (and writes of metrics.jsonl)
+clock = time.monotonic  # what times the read-backs
+READ_AT_MOST = 4096  # logged values held before a read-back regardless of the time
+SOURCE = "viz.init"  # what config.json's "source" says of a run made by this API
+HELD_OUT = ("val", "test")  # the traces whose acc and loss fill `trainviz runs`' accuracy columns
+
+
+class Run:
+    """One run of a user's loop: its folder, its dashboard, and how it ended. Made by ``init``.
+
+    The folder's lock is held from ``init`` to ``finish``, so two processes never write
+    one run. A run that is not finished when the interpreter exits is finished then
+    (failed, after an uncaught exception); one that is killed stays "running" with a pid
+    that is gone, which ``trainviz runs`` lists as failed.
+    """
+
+    def __init__(self, run_dir, sink: Sink, settings: dict, url: str):
+        self.dir = run_dir
+        self.path: Path = run_dir.path
+        self.env: str = settings["env"]
+        self.url = url  # the run's environment in the browser
+        self.settings = settings
+        self._sink = sink
+        self._held: list[tuple[int, dict]] = []  # (step, {name: number or tensor}) not read back yet
+        self._count = 0  # values held
+        self._read_at = clock() + READ_EVERY
+        self._step = -1  # the last step logged
+        self._windows: dict[str, str] = {}  # logged name -> its window key
+        self._last: dict[str, float] = {}  # each name's latest value, for the dashboard's final word
+        self._config_shown = False
+        self._finished = False
+        self._lock = contextlib.ExitStack()
+
+    # ------------------------------------------------------------ logging
+
+    def log(self, values: dict, step: int | None = None) -> None:
+        """Add one point per name at ``step`` (default: the last step logged + 1).
+
+        Values are numbers or one-element tensors; nothing is read back from a tensor here.
+        """
+        self._check_open()
+        if step is None:
+            step = self._step + 1
+        elif isinstance(step, bool) or not isinstance(step, int):
+            raise TypeError(f"step must be a whole number, not {step!r:.40}")
+        for name, value in values.items():
+            if name not in self._windows:
+                self._windows[name] = window_of(name)
+            if not (hasattr(value, "detach") or isinstance(value, (int, float))) or isinstance(value, bool):
+                raise TypeError(f"{name}: a logged value is a number or a one-element tensor, not {value!r:.40}")
+        self._step = max(self._step, step)
+        self._held.append((step, dict(values)))
+        self._count += len(values)
+        if self._count >= READ_AT_MOST or clock() >= self._read_at:
+            self._read_back()
+
+    def _read_back(self) -> None:
+        """Turn the held values into numbers (one host sync per device), then record and draw them."""
+        held, self._held, self._count = self._held, [], 0
+        self._read_at = clock() + READ_EVERY
+        if not held:
+            return
+        numbers = as_numbers([value for _, values in held for value in values.values()])
+        records, points = [], {}
+        for step, values in held:
+            record = {"kind": "log", "step": step}
+            for name in values:
+                value = next(numbers)
+                record[name] = value if math.isfinite(value) else None  # metrics.jsonl is strict JSON
+                self._last[name] = value
+                points.setdefault(self._windows[name], {}).setdefault(trace_of(name), []).append((step, value))
+            records.append(record)
+        self.dir.append_metrics(records)
+        if not self._sink.active:
+            return
+        for win, traces in points.items():
+            for trace, xy in traces.items():
+                self._sink.series(win, [x for x, _ in xy], {trace: [y for _, y in xy]})
+        if not self._config_shown:  # after the first curves, so the wide config pane comes below them
+            self._sink.config(self.shown_settings())
+            self._config_shown = True
+
+    def plot(self, name: str, x: float, values: dict) -> None:
+        """Points at ``x`` (any number, not a step) on the line window ``name``, one per named trace, drawn at once.
+
+        For curves by epoch or by any other measure, such as Dive into Deep Learning's
+        ``Animator`` (``viz.Animator``) draws.
+        """
+        self._before_pane()
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise TypeError(f"x must be a finite number, not {x!r:.40}")
+        win = window_name(name)
+        numbers = dict(zip((str(k) for k in values), as_numbers(list(values.values()))))
+        self.dir.append_metrics([{"kind": "plot", "step": max(self._step, 0), "window": name, "x": x,
+                                  **{k: v if math.isfinite(v) else None for k, v in numbers.items()}}])
+        self._last.update(numbers)
+        self._sink.scalars(win, x=x, values=numbers)
+        if not self._config_shown:
+            self._sink.config(self.shown_settings())
+            self._config_shown = True
+
+    # ------------------------------------------------------------ panes
+
+    def axes(self, name: str, xlabel: str = "step", ylabel: str = "", xlim=None, ylim=None,
+             xscale: str = "linear", yscale: str = "linear") -> None:
+        """How the line window of ``name`` (a window name: ``loss`` for ``train/loss``) draws its axes."""
+        self._before_pane()
+        for scale in (xscale, yscale):
+            if scale not in SCALES:
+                raise ValueError(f"an axis scale is one of {', '.join(SCALES)}, not {scale!r:.40}")
+        self._sink.axes(window_name(name), xlabel, ylabel, xlim, ylim, xscale, yscale)
+
+    def images(self, name: str, images, captions: list[str] | None = None, marked: list[bool] | None = None) -> None:
+        """A grid of images: a tensor or array (N, H, W), (N, 1, H, W) or (N, 3, H, W), floats in [0, 1] or uint8.
+
+        Each image gets its caption below it and a green frame, red where ``marked``.
+        """
+        from viz.panes import as_pixels
+
+        self._before_pane()
+        pixels = as_pixels(images)
+        captions = list(captions) if captions is not None else [""] * len(pixels)
+        marked = list(marked) if marked is not None else [False] * len(pixels)
+        if not len(captions) == len(marked) == len(pixels):
+            raise ValueError(f"{len(pixels)} images need as many captions and marks, not {len(captions)} and "
+                             f"{len(marked)}")
+        self._sink.images(window_name(name), pixels, [str(c) for c in captions], marked)
+
+    def classification(self, logits, labels, images, classes: list[str] | tuple[str, ...] | None = None,
+                       step: int | None = None, split: str = "test", samples: int = 32) -> None:
+        """The panes trainviz is known for, from a held-out set's logits (N, K), labels (N,) and images (N, ...).
+
+        Shows a grid of ``samples`` images with true and predicted class and confidence
+        (the same images every time), a table of them, the most confident mistakes, the
+        confusion matrix and the accuracy per class. ``split`` ("test" or "val") names the
+        set in the windows' titles.
+        """
+        import torch
+
+        from viz import panes
+
+        self._before_pane()
+        logits, labels = torch.as_tensor(logits).detach().float().cpu(), torch.as_tensor(labels).cpu().long()
+        if logits.dim() != 2 or labels.shape != logits.shape[:1]:
+            raise ValueError(f"logits must be (N, K) and labels (N,), not {tuple(logits.shape)} and "
+                             f"{tuple(labels.shape)}")
+        classes = tuple(str(c) for c in classes) if classes is not None else tuple(map(str, range(logits.shape[1])))
+        if len(classes) != logits.shape[1]:
+            raise ValueError(f"{logits.shape[1]} logits per image need as many class names, not {len(classes)}")
+        pixels = panes.as_pixels(images)
+        confidence, predicted = logits.softmax(dim=1).max(dim=1)
+        shown = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:samples]
+        panes.classification(self._sink, labels, predicted, confidence, lambda index: pixels[index.numpy()],
+                             classes, shown, self._step if step is None else step, split)
+
+    def templates(self, weight, classes: list[str] | tuple[str, ...] | None = None) -> None:
+        """What a first layer learned: a linear layer's weight (out, H*W) or a convolution's (out, C, h, w), as images.
+
+        With ``classes`` and one unit per class (a linear classifier), each image is
+        captioned with its class; otherwise the units with the largest weights are shown.
+        """
+        from viz import panes
+
+        self._before_pane()
+        names = tuple(map(str, classes)) if classes is not None else ()
+        images, captions, columns = panes.templates(weight, names, only=bool(names))
+        self._sink.templates("templates", images, captions, columns)
+
+    def histogram(self, name: str, tensors) -> None:
+        """The distribution of a tensor's values, or of each tensor of a dict (one curve per name)."""
+        from viz import panes
+
+        self._before_pane()
+        tensors = tensors if isinstance(tensors, dict) else {name: tensors}
+        self._sink.histogram(window_name(name), panes.histograms({str(k): v for k, v in tensors.items()}))
+
+    def text(self, name: str, text: str) -> None:
+        """A pane of plain text (never markup)."""
+        self._before_pane()
+        self._sink.text(window_name(name), str(text))
+
+    # ------------------------------------------------------------ the end
+
+    def finish(self, status: str = "finished") -> None:
+        """Deliver what is held and queued, record how the run ended, and let go of the folder.
+
+        ``status``: "finished", or "failed" / "stopped" for a run that did not complete.
+        Calling it again does nothing.
+        """
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            self._read_back()
+            if not self._config_shown:
+                self._sink.config(self.shown_settings())
+            self.dir.write_status(status, step=self._step)
+            self._sink.outcome(status, {k: v for k, v in self._last.items() if math.isfinite(v)})
+            self._sink.save()
+        finally:
+            self._sink.close()
+            self._lock.close()
+            _open_runs.pop(self, None)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.finish()
+        elif issubclass(kind, KeyboardInterrupt):
+            self.finish("stopped")
+        else:
+            self.finish("failed")
+
+    def _repr_html_(self) -> str:
+        """In Jupyter: a link to the run's environment and the environment itself, live, below it."""
+        url = html.escape(self.url)
+        return (f"<a href='{url}' target='_blank'>{html.escape(self.env)}</a> "
+                f"<span style='color:#666'>({html.escape(str(self.path))})</span><br>"
+                f"<iframe src='{url}' width='100%' height='600' style='border:1px solid #ddd'></iframe>")
+
+    def __repr__(self) -> str:
+        return f"<viz.Run {self.env} in {self.path}>"
+
+    def shown_settings(self) -> dict:
+        """What the config pane shows: the user's settings, then where the run is."""
+        return {**self.settings["config"], "run_dir": self.settings["run_dir"], "script": self.settings["script"]}
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise RuntimeError(f"run {self.env} is finished: start another with viz.init()")
+
+    def _before_pane(self) -> None:
+        """Before a pane: the run is open, and what is held is drawn first, so windows keep their first-use order."""
+        self._check_open()
+        self._read_back()
+
+
+def window_of(name) -> str:
+    """The window key of a logged name: ``train/loss`` -> the window of ``loss``."""
+    if not isinstance(name, str) or not name or name.endswith("/") or name.startswith("/"):
+        raise ValueError(f"a logged name is a non-empty string like 'train/loss', not {name!r:.40}")
+    return window_name(name.partition("/")[2] or name)
+
+
+def trace_of(name: str) -> str:
+    """The trace a logged name draws: ``train/loss`` -> ``train``; ``loss`` -> ``loss``."""
+    return name.partition("/")[0]
+
+
+def window_name(name) -> str:
+    """The key of the window named ``name``, checked."""
+    if not isinstance(name, str) or not 0 < len(name) <= LOGGED_NAME:
+        raise ValueError(f"a window name is a string of 1 to {LOGGED_NAME} characters, not {name!r:.40}")
+    return logged(name)
+
+
+def as_numbers(values: list):
+    """Numbers and tensors -> an iterator of floats, with one read-back per device for all the tensors."""
+    tensors = [v for v in values if hasattr(v, "detach")]
+    read: dict[int, float] = {}
+    if tensors:
+        import torch
+
+        by_device: dict = {}
+        for v in tensors:
+            if v.numel() != 1:
+                raise ValueError(f"a logged tensor holds one number, not a tensor of shape {tuple(v.shape)}")
+            by_device.setdefault(v.device, []).append(v)
+        for group in by_device.values():
+            numbers = torch.stack([v.detach().reshape(()).float() for v in group]).tolist()
+            read.update({id(v): n for v, n in zip(group, numbers)})
+    for value in values:
+        if hasattr(value, "detach"):
+            yield read[id(value)]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield float(value)
+        else:
+            raise TypeError(f"a logged value is a number or a one-element tensor, not {value!r:.40}")
+
+
+_open_runs: dict[Run, None] = {}  # started and not finished, in order: finished when the interpreter exits
+
+
+def current() -> Run | None:
+    """The run started last and not finished yet, if any."""
+    return next(reversed(_open_runs), None)
+_failed = False  # an uncaught exception ended the program: open runs end as failed
+
+
+def _note_failure(kind, error, traceback) -> None:
+    global _failed
+    _failed = True
+    sys.__excepthook__(kind, error, traceback)
+
+
+def _finish_open_runs() -> None:
+    for run in list(_open_runs):
+        with contextlib.suppress(Exception):
+            run.finish("failed" if _failed else "finished")
+
+
+def init(name: str | None = None, config: dict | None = None, out: str | os.PathLike = "runs", *,
+         server: str | None = None, port: int | None = None, dashboard: bool = True) -> Run:
+    """Start a run: a folder under ``out`` and, unless ``dashboard`` is False, a live visdom environment.
+
+    Args:
+        name: what the run is (the runs table's trainer column, the start of its folder's
+            name); by default the script's name.
+        config: its settings, shown on the dashboard and kept in config.json (JSON-ready
+            values; anything else is kept as its text).
+        out: the folder of run folders, as the trainers' ``--out``.
+        server, port: the visdom server; by default $VISDOM_SERVER_URL and $VISDOM_PORT,
+            else http://localhost:8097.
+        dashboard: False writes the run folder only.
+    """
+    from trainers.run import RunDir  # the run folder the trainers write, so `trainviz runs` reads both
+
+    name = name or (Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c") else "run")
+    stem = "".join(c if c.isalnum() or c in "_-." else "-" for c in str(name)).strip(".-")[:60] or "run"
+    server = (server or os.environ.get("VISDOM_SERVER_URL") or SERVER).rstrip("/")
+    port = int(port or os.environ.get("VISDOM_PORT") or PORT)
+    run_dir = RunDir.create(Path(out), stem, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    user = json.loads(json.dumps(dict(config or {}), default=str))
+    script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c") else ""
+    settings = {"source": SOURCE, "trainer": str(name), "config": user, "env": run_dir.name,
+                "run_dir": str(run_dir.path), "script": script}
+    lock = contextlib.ExitStack()
+    lock.enter_context(run_dir.writing())
+    run_dir.write_config(settings)
+    run_dir.write_status("running")
+    if dashboard:
+        from viz.visdom_sink import VisdomSink  # visdom's client and requests: only when drawing
+
+        sink = VisdomSink(server, port, run_dir.name, run_dir.events_file)
+    else:
+        sink = Sink()
+    run = Run(run_dir, sink, settings, f"{server}:{port}/env/{run_dir.name}")
+    run._lock = lock
+    if not _open_runs and sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _note_failure
+    _open_runs[run] = None
+    return run
+
+
+atexit.register(_finish_open_runs)
