@@ -216,7 +216,7 @@ def test_the_panes_from_plain_tensors(tmp_path):
     assert by_win["class_acc"][0]["values"] == [1.0, 1.0, 0.0, 0.0]
     shown = [caption.split("\n-> ") for caption in by_win["samples"][0]["captions"]]
     right = sum(true == predicted.rsplit(" ", 1)[0] for true, predicted in shown)
-    assert by_win["predictions"][0]["caption"] == f"Epoch 3: {right} of 8 right"
+    assert by_win["predictions"][0]["caption"] == f"Step 3: {right} of 8 right"
     linear, conv = by_win["templates"]
     assert linear["shape"] == [4, 28, 28] and linear["captions"] == classes
     assert conv["shape"] == [6, 5, 5] and conv["captions"][0].startswith("filter ")
@@ -235,7 +235,7 @@ def test_a_live_run_writes_events_that_replay_reads_even_with_no_server(tmp_path
     assert err.count("warning: no visdom server answers") == 1, err
     events, damaged = read_events(run.dir.events_file)
     assert damaged == 0
-    assert [e["kind"] for e in events] == ["series", "config", "images", "outcome", "save"]
+    assert [e["kind"] for e in events] == ["series", "config", "images", "outcome", "save"]  # config before the first pane
 
 
 def test_the_notebook_view_links_the_environment_and_escapes_it(tmp_path):

@@ -68,7 +68,7 @@ def report_panes(sink: Sink, record: dict, result: Evaluation, split: Split, nam
     "val" for a run that does not look at the test set).
     """
     panes.classification(sink, split.labels, result.predictions, result.confidence,
-                         lambda index: pixels(split, index), classes, samples, record["epoch"], name)
+                         lambda index: pixels(split, index), classes, samples, f"Epoch {record['epoch']}", name)
     weights, captions, columns = learned_weights(parts.model, classes)
     sink.templates("templates", weights, captions, columns)
     sink.histogram("weights", panes.histograms(dict(weight_matrices(parts.model))))

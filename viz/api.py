@@ -115,9 +115,6 @@ class Run:
         for win, traces in points.items():
             for trace, xy in traces.items():
                 self._sink.series(win, [x for x, _ in xy], {trace: [y for _, y in xy]})
-        if not self._config_shown:  # after the first curves, so the wide config pane comes below them
-            self._sink.config(self.shown_settings())
-            self._config_shown = True
 
     def plot(self, name: str, x: float, values: dict) -> None:
         """Points at ``x`` (any number, not a step) on the line window ``name``, one per named trace, drawn at once.
@@ -125,7 +122,8 @@ class Run:
         For curves by epoch or by any other measure, such as Dive into Deep Learning's
         ``Animator`` (``viz.Animator``) draws.
         """
-        self._before_pane()
+        self._check_open()
+        self._read_back()  # what is held first: windows keep their first-use order
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
             raise TypeError(f"x must be a finite number, not {x!r:.40}")
         win = window_name(name)
@@ -134,16 +132,14 @@ class Run:
                                   **{k: v if math.isfinite(v) else None for k, v in numbers.items()}}])
         self._last.update(numbers)
         self._sink.scalars(win, x=x, values=numbers)
-        if not self._config_shown:
-            self._sink.config(self.shown_settings())
-            self._config_shown = True
 
     # ------------------------------------------------------------ panes
 
     def axes(self, name: str, xlabel: str = "step", ylabel: str = "", xlim=None, ylim=None,
              xscale: str = "linear", yscale: str = "linear") -> None:
         """How the line window of ``name`` (a window name: ``loss`` for ``train/loss``) draws its axes."""
-        self._before_pane()
+        self._check_open()
+        self._read_back()  # what is held first: windows keep their first-use order
         for scale in (xscale, yscale):
             if scale not in SCALES:
                 raise ValueError(f"an axis scale is one of {', '.join(SCALES)}, not {scale!r:.40}")
@@ -190,7 +186,7 @@ class Run:
         confidence, predicted = logits.softmax(dim=1).max(dim=1)
         shown = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:samples]
         panes.classification(self._sink, labels, predicted, confidence, lambda index: pixels[index.numpy()],
-                             classes, shown, self._step if step is None else step, split)
+                             classes, shown, f"Step {self._step if step is None else step}", split)
 
     def templates(self, weight, classes: list[str] | tuple[str, ...] | None = None) -> None:
         """What a first layer learned: a linear layer's weight (out, H*W) or a convolution's (out, C, h, w), as images.
@@ -231,8 +227,7 @@ class Run:
         self._finished = True
         try:
             self._read_back()
-            if not self._config_shown:
-                self._sink.config(self.shown_settings())
+            self._show_config()
             self.dir.write_status(status, step=self._step)
             self._sink.outcome(status, {k: v for k, v in self._last.items() if math.isfinite(v)})
             self._sink.save()
@@ -271,9 +266,16 @@ class Run:
             raise RuntimeError(f"run {self.env} is finished: start another with viz.init()")
 
     def _before_pane(self) -> None:
-        """Before a pane: the run is open, and what is held is drawn first, so windows keep their first-use order."""
+        """Before a pane: the run is open, what is held is drawn first (windows keep their first-use order),
+        and the config pane is shown, below the curves, if it is not yet."""
         self._check_open()
         self._read_back()
+        self._show_config()
+
+    def _show_config(self) -> None:
+        if not self._config_shown:
+            self._sink.config(self.shown_settings())
+            self._config_shown = True
 
 
 def window_of(name) -> str:

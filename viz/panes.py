@@ -40,13 +40,14 @@ def as_pixels(images) -> np.ndarray:
 
 def classification(sink: Sink, labels: torch.Tensor, predicted: torch.Tensor, confidence: torch.Tensor,
                    images_at: Callable[[torch.Tensor], np.ndarray], classes: tuple[str, ...],
-                   samples: torch.Tensor, epoch: int, split: str = "test") -> None:
+                   samples: torch.Tensor, when: str, split: str = "test") -> None:
     """The sample grid and its table, the most confident mistakes, the confusion matrix, per-class accuracy.
 
     ``labels``, ``predicted`` and ``confidence`` cover every image of the held-out
     ``split`` ("test" or "val", which the windows' titles name); ``images_at(index)``
     gives the images at those positions as uint8 (N, H, W); ``samples`` are the positions
-    shown in the grid (the same ones every epoch, so the grid shows predictions change).
+    shown in the grid (the same ones every time, so the grid shows predictions change);
+    ``when`` says when in the run this is ("Epoch 3", "Step 1200").
     """
     sink = LabelledSink(sink, split=split)
     labels, predicted, confidence = labels.cpu(), predicted.cpu(), confidence.cpu()
@@ -54,7 +55,7 @@ def classification(sink: Sink, labels: torch.Tensor, predicted: torch.Tensor, co
     rows = [(int(labels[i]), int(predicted[i]), float(confidence[i])) for i in samples]
     sink.images("samples", images_at(samples), [caption(classes, *row) for row in rows],
                 [t != p for t, p, _ in rows])
-    sink.table("predictions", *predictions_table(classes, rows, epoch))
+    sink.table("predictions", *predictions_table(classes, rows, when))
 
     wrong = (predicted != labels).nonzero().squeeze(1)
     worst = wrong[confidence[wrong].argsort(descending=True)[:MISTAKES]]
@@ -63,7 +64,7 @@ def classification(sink: Sink, labels: torch.Tensor, predicted: torch.Tensor, co
                     [caption(classes, int(labels[i]), int(predicted[i]), float(confidence[i])) for i in worst],
                     [True] * len(worst))
     else:
-        sink.text("mistakes", f"No mistakes on the {'validation' if split == 'val' else 'test'} set at epoch {epoch}.")
+        sink.text("mistakes", f"No mistakes on the {'validation' if split == 'val' else 'test'} set at {when[0].lower()}{when[1:]}.")
 
     k = len(classes)
     confusion = torch.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
@@ -73,10 +74,10 @@ def classification(sink: Sink, labels: torch.Tensor, predicted: torch.Tensor, co
 
 
 def predictions_table(classes: tuple[str, ...], rows: list[tuple[int, int, float]],
-                      epoch: int) -> tuple[str, list[str], list[list], list[bool]]:
+                      when: str) -> tuple[str, list[str], list[list], list[bool]]:
     """True vs predicted classes with confidence, as a table's caption, headings, rows and which are mistakes."""
     wrong = [t != p for t, p, _ in rows]
-    return (f"Epoch {epoch}: {len(rows) - sum(wrong)} of {len(rows)} right", ["#", "true", "predicted", "confidence"],
+    return (f"{when}: {len(rows) - sum(wrong)} of {len(rows)} right", ["#", "true", "predicted", "confidence"],
             [[i, classes[t], classes[p], f"{c:.1%}"] for i, (t, p, c) in enumerate(rows, 1)], wrong)
 
 
