@@ -188,61 +188,20 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
             run.update_config(**changes)
         settings = {**recorded, **changes}
     schedule = Schedule(config.schedule, config.lr, config.epochs, math.ceil(len(data.train) / config.batch_size))
-    shown = "test" if data.test is not None else "val"  # the held-out split the panes show
-    sink = make_sink(config, run, resumed=state is not None)
-    samples = sample_indices(len(getattr(data, shown)), config.images, config.seed)
-    budget = Budget(PANES_SHARE, background=sink.background_seconds, prior=PANES_PRIOR)
-    smoothed = Smoothed(SMOOTHING)
-    held = HeldSink()  # layer norms, throughput, learning rate: drawn with the panes
-    config_shown = state is not None  # a resumed run's environment has it already
-
+    report = Reporter(config, run, make_sink(config, run, resumed=state is not None), settings, data, parts,
+                      schedule, resumed=state is not None)
     saved = {"epoch": progress.epoch if state is not None else None}  # the last checkpoint written
 
     def save() -> None:
         run.save_checkpoint(checkpoint(parts, config, progress, generator))
         saved["epoch"] = progress.epoch
 
-    def on_steps(epoch: int, points: list[tuple[int, float]]) -> None:
-        run.append_metrics([{"kind": "step", "epoch": epoch, "step": s, "train_loss": v} for s, v in points])
-        if not sink.active:
-            return
-        steps, losses = [s for s, _ in points], [v for _, v in points]
-        sink.series("train_loss", steps, {"loss": losses, "smoothed": [smoothed(v) for v in losses]})
-        if config.schedule != "constant":  # a constant rate is in the config pane
-            held.scalars("lr", x=steps[-1], values={"lr": schedule(steps[-1] - 1)})
-
-    def show(record: dict, evaluations: dict[str, Evaluation]) -> None:
-        """The epoch on the dashboard: curves always; the rest when the budget allows, and at the end."""
-        nonlocal config_shown
-        report_curves(sink, record)
-        report_layers(held, record, parts, len(data.train))
-        if record["epoch"] < config.epochs and not budget.due():
-            return
-        started = time.perf_counter()
-        report_panes(sink, record, evaluations[shown], getattr(data, shown), shown, data.classes, parts, samples)
-        held.release(sink)
-        if not config_shown:  # after the first panes, so its window comes last on the page
-            sink.config(settings)
-            config_shown = True
-        sink.save()
-        budget.spent(started, time.perf_counter() - started)
-
-    last_epoch: dict = {}  # the latest epoch's record, for the dashboard's final word
-
     def epoch_done(record: dict, evaluations: dict[str, Evaluation]) -> None:
-        run.append_metrics([record])
-        last_epoch.update(record)
-        if sink.active:  # first, so the sender draws while the checkpoint is written
-            show(record, evaluations)
+        report.epoch(record, evaluations)  # first, so the sender draws while the checkpoint is written
         if record["epoch"] % config.save_every == 0 or record["epoch"] == config.epochs:
             save()
         tqdm.write(epoch_line(record, config.epochs))
         hooks.epoch(record)
-
-    def end(status: str, **details) -> None:
-        """The run's final status, in status.json and on the dashboard with the last epoch's numbers."""
-        run.write_status(status, **details)
-        sink.outcome(status, {k: v for k, v in last_epoch.items() if isinstance(v, (int, float))})
 
     # The handlers stay installed while a stop is saved, so a second signal still quits at once.
     with StopSignals() as stop:
@@ -251,13 +210,12 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
                 run.write_status("running")
                 hooks.started(run)
                 record = fit(parts, data, epochs=config.epochs, batch_size=config.batch_size, generator=generator,
-                             progress=progress, schedule=schedule, log_every=config.log_every, on_steps=on_steps,
+                             progress=progress, schedule=schedule, log_every=config.log_every, on_steps=report.steps,
                              on_epoch=epoch_done, should_stop=stop.requested)
             except Interrupted:
                 save()
-                held.release(sink)
-                sink.save()
-                end("stopped", epoch=progress.epoch, step=progress.step)
+                report.flush()
+                report.end("stopped", epoch=progress.epoch, step=progress.step)
                 raise Stopped(
                     f"{signal.Signals(stop.signum).name} at epoch {progress.epoch + 1}, step {progress.step}: "
                     f"checkpoint and metrics saved in {run.path}; continue with: "
@@ -265,7 +223,7 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
                     128 + stop.signum,
                 ) from None
             except Diverged as err:
-                end("diverged", step=err.step)
+                report.end("diverged", step=err.step)
                 if run.checkpoint_file.is_file():
                     kept = f"the last good epoch's checkpoint and metrics are in {run.path}"
                 elif run.metrics_file.is_file():
@@ -275,27 +233,93 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
                 raise DivergedError(f"{err}; {kept}. Try a smaller --lr") from None
             except Pruned:
                 save()
-                held.release(sink)
-                sink.save()
-                end("pruned", epoch=progress.epoch)
+                report.flush()
+                report.end("pruned", epoch=progress.epoch)
                 raise
-            end("finished", epoch=record["epoch"])
+            report.end("finished", epoch=record["epoch"])
         except (Stopped, DivergedError, Pruned):
             raise
         except BaseException as err:
             if run.read_status().get("status") == "running":  # not ended yet
                 # On a full disk the status is rewritten in place; the dashboard's copy may not be written.
                 with contextlib.suppress(OSError):
-                    end("failed", error=f"{type(err).__name__}: {err}")
+                    report.end("failed", error=f"{type(err).__name__}: {err}")
             if no_space(err):
                 raise DiskFull(disk_full(err, run, config, saved["epoch"])) from None
             raise
         finally:
-            sink.close()
+            report.close()
     accuracy = f"test accuracy {record['test_acc']:.4f}" if "test_acc" in record else \
         f"validation accuracy {record['val_acc']:.4f}"
     click.echo(f"{run.path}: {accuracy} after {record['epoch']} epochs")
     return record
+
+
+class Reporter:
+    """What a trainer's run records and shows as it trains: metrics.jsonl, the dashboard, and its policy.
+
+    The curves are drawn every epoch, the per-step loss at every read-back; the costly
+    panes only as often as their measured cost allows (``PANES_SHARE`` of the run, a first
+    refresh taken to cost ``PANES_PRIOR``) and at the last epoch; the per-layer norms,
+    the throughput and the learning rate are held and drawn with the panes. Adding a
+    metric to the dashboard is one call here.
+    """
+
+    def __init__(self, config: TrainConfig, run: RunDir, sink: Sink, settings: dict, data: Data, parts: Parts,
+                 schedule: Schedule, resumed: bool):
+        self.config, self.run, self.sink, self.settings = config, run, sink, settings
+        self.data, self.parts, self.schedule = data, parts, schedule
+        self.shown = "test" if data.test is not None else "val"  # the held-out split the panes show
+        self.samples = sample_indices(len(getattr(data, self.shown)), config.images, config.seed)
+        self.budget = Budget(PANES_SHARE, background=sink.background_seconds, prior=PANES_PRIOR)
+        self.smoothed = Smoothed(SMOOTHING)
+        self.held = HeldSink()  # layer norms, throughput, learning rate: drawn with the panes
+        self.config_shown = resumed  # a resumed run's environment has it already
+        self.last_epoch: dict = {}  # the latest epoch's record, for the dashboard's final word
+
+    def steps(self, epoch: int, points: list[tuple[int, float]]) -> None:
+        """A read-back's training losses, (step, loss) each."""
+        self.run.append_metrics([{"kind": "step", "epoch": epoch, "step": s, "train_loss": v} for s, v in points])
+        if not self.sink.active:
+            return
+        steps, losses = [s for s, _ in points], [v for _, v in points]
+        self.sink.series("train_loss", steps, {"loss": losses, "smoothed": [self.smoothed(v) for v in losses]})
+        if self.config.schedule != "constant":  # a constant rate is in the config pane
+            self.held.scalars("lr", x=steps[-1], values={"lr": self.schedule(steps[-1] - 1)})
+
+    def epoch(self, record: dict, evaluations: dict[str, Evaluation]) -> None:
+        """An epoch's record, and the epoch on the dashboard: curves always; the rest when the budget allows."""
+        self.run.append_metrics([record])
+        self.last_epoch = record
+        if not self.sink.active:
+            return
+        report_curves(self.sink, record)
+        report_layers(self.held, record, self.parts, len(self.data.train))
+        if record["epoch"] < self.config.epochs and not self.budget.due():
+            return
+        started = time.perf_counter()
+        report_panes(self.sink, record, evaluations[self.shown], getattr(self.data, self.shown), self.shown,
+                     self.data.classes, self.parts, self.samples)
+        self.held.release(self.sink)
+        if not self.config_shown:  # after the first panes, so its window comes last on the page
+            self.sink.config(self.settings)
+            self.config_shown = True
+        self.sink.save()
+        self.budget.spent(started, time.perf_counter() - started)
+
+    def flush(self) -> None:
+        """Draw what is held and save the dashboard: a run that stops between its panes' refreshes."""
+        self.held.release(self.sink)
+        self.sink.save()
+
+    def end(self, status: str, **details) -> None:
+        """The run's final status, in status.json and on the dashboard with the last epoch's numbers."""
+        self.run.write_status(status, **details)
+        self.sink.outcome(status, {k: v for k, v in self.last_epoch.items() if isinstance(v, (int, float))})
+
+    def close(self) -> None:
+        """Deliver what is queued."""
+        self.sink.close()
 
 
 def epoch_line(record: dict, epochs: int) -> str:
