@@ -399,8 +399,8 @@ def test_a_trial_that_crashes_is_failed_in_the_storage_and_its_folder(idx_dir, t
     args = ["sweep", "mlp", "--data-dir", str(idx_dir), "--out", str(out), *SWEEP, "--param", "lr=0.05|0.1",
             "--study", "crash"]
     ctx = cli.commands["sweep"].commands["mlp"].make_context("mlp", args[2:])
-    options = {k: v for k, v in ctx.params.items() if k not in ("specs", "sampler", "trials", "prune", "study",
-                                                                "storage", "jobs", "heartbeat")}
+    options = {k: v for k, v in ctx.params.items() if k not in ("specs", "sampler", "trials", "prune", "pruner",
+                                                                "study", "storage", "jobs", "heartbeat")}
     params = parse_params(ctx.params["specs"], TRAINERS["mlp"].config, ctx.command, ctx)
     plan = sweep.plan("mlp", TRAINERS["mlp"].config(trainer="mlp", **{**options, "test": False}).to_dict(), params,
                       study="crash", storage=None, sampler=None, trials=None, prune=None, jobs=1, heartbeat=10)

@@ -159,10 +159,88 @@ def test_a_trial_tells_the_study_its_validation_accuracy_even_with_a_test_accura
 
     monkeypatch.setattr(command, "train", lambda config, data, labels, hooks: {"val_acc": 0.7, "test_acc": 0.9})
     sweep = Sweep(trainer="mlp", config=MLPConfig(val_size=100).to_dict(), params=(), study="s", storage="",
-                  sampler="random", trials=1, prune=False, jobs=1, seed=0, heartbeat=10, space={})
+                  sampler="random", trials=1, pruner="none", jobs=1, seed=0, heartbeat=10, space={})
     study = optuna.create_study(direction="maximize")
     assert run_trial(sweep, study, study.ask(), None, None, None) == "complete"
     assert [t.value for t in study.get_trials()] == [0.7]
+
+
+# ---------------------------------------------------------------- pruning and sampling
+
+
+def planned(monkeypatch, idx_dir: Path, tmp_path: Path, *args: str):
+    """The Sweep that ``trainviz sweep mlp ARGS`` plans; nothing runs."""
+    from trainers import sweep
+
+    plans = []
+    monkeypatch.setattr(sweep, "run", plans.append)
+    result = CliRunner().invoke(cli, sweep_args(idx_dir, tmp_path / "runs", *args))
+    assert result.exit_code == 0, result.output
+    return plans[0]
+
+
+def judged(sweep, finished: int, curve: list[float], others: float = 0.85) -> list[bool]:
+    """Whether ``sweep``'s pruner stops a trial with ``curve``, epoch by epoch, once ``finished``
+    trials have ended with ``others`` at every epoch."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from trainers.sweep import make_pruner
+
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(sweep))
+    for _ in range(finished):
+        epochs = range(1, sweep.config["epochs"] + 1)
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=others,
+                                     intermediate_values={e: others for e in epochs}))
+    trial = study.ask()
+    verdicts = []
+    for epoch, value in enumerate(curve, 1):
+        trial.report(value, epoch)
+        verdicts.append(trial.should_prune())
+    return verdicts
+
+
+def test_the_default_pruner_judges_from_half_the_epochs_once_a_quarter_of_the_trials_finished(
+        idx_dir, tmp_path, monkeypatch):
+    sweep = planned(monkeypatch, idx_dir, tmp_path, "--epochs", "10", "--trials", "16", "--param", "lr=0.01..0.3:log")
+    assert sweep.pruner == "halfway" and sweep.space["pruner"] == "halfway"
+    slow = [0.5] * 9  # far below the others at every epoch
+    assert judged(sweep, 4, slow) == [False] * 4 + [True] * 5  # from epoch 5 of 10 on
+    assert judged(sweep, 3, slow) == [False] * 9  # 3 finished of 16 are too few to judge by
+    assert judged(sweep, 4, [0.5] * 4 + [0.9] * 5) == [False] * 9  # caught up by halfway: goes on
+
+    early = planned(monkeypatch, idx_dir, tmp_path, "--epochs", "10", "--trials", "16", "--pruner", "median",
+                    "--param", "lr=0.01..0.3:log")
+    assert judged(early, 3, slow) == [False] + [True] * 8  # the earlier default: from epoch 2, after 3
+    off = planned(monkeypatch, idx_dir, tmp_path, "--epochs", "10", "--trials", "16", "--no-prune",
+                  "--param", "lr=0.01..0.3:log")
+    assert off.pruner == "none" and judged(off, 8, slow) == [False] * 9
+
+
+def test_a_grid_is_not_pruned_unless_asked(idx_dir, tmp_path, monkeypatch):
+    grid = ["--epochs", "4", "--param", "lr=0.1|0.2"]
+    assert planned(monkeypatch, idx_dir, tmp_path, *grid).pruner == "none"
+    assert planned(monkeypatch, idx_dir, tmp_path, *grid, "--prune").pruner == "halfway"
+    assert planned(monkeypatch, idx_dir, tmp_path, *grid, "--pruner", "median").pruner == "median"
+
+
+def test_tpe_models_the_space_after_a_fifth_of_the_trials():
+    """Optuna's default, 10 random trials, would leave 6 of a 16-trial study to the model."""
+    import optuna
+
+    from trainers.sweep import Sweep, make_sampler, startup_trials
+
+    assert [startup_trials(n) for n in (8, 16, 20, 50, 200)] == [4, 4, 4, 10, 10]
+
+    def drawn(sampler) -> list[float]:
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(lambda t: -(t.suggest_float("x", 0, 1) - 0.3) ** 2, n_trials=6)
+        return [t.params["x"] for t in study.get_trials()]
+
+    sweep = Sweep(trainer="mlp", config={}, params=(), study="s", storage="", sampler="tpe", trials=16,
+                  pruner="halfway", jobs=1, seed=0, heartbeat=10, space={})
+    tpe, random = drawn(make_sampler(sweep, 7)), drawn(optuna.samplers.RandomSampler(seed=7))
+    assert tpe[:4] == random[:4] and tpe[4:] != random[4:]  # random for 4 trials, then the model's
 
 
 # ---------------------------------------------------------------- bad input
@@ -185,6 +263,9 @@ def test_a_trial_tells_the_study_its_validation_accuracy_even_with_a_test_accura
     (["--param", "lr=0.1|0.2", "--storage", "sqlite:///s.db", "--jobs", "2"], ["sqlite", "--jobs 1"]),
     (["--param", "lr=0.1|0.2", "--storage", "postgresql://ann:topsecret@127.0.0.1:1/sweeps"], ["cannot open"]),
     (["--param", "lr=0.1|0.2", "--val-size", "0"], ["--val-size"]),
+    (["--param", "lr=0.01..0.1", "--trials", "4", "--no-prune", "--pruner", "median"], ["--no-prune", "disagree"]),
+    (["--param", "lr=0.01..0.1", "--trials", "4", "--prune", "--pruner", "none"], ["--prune", "disagree"]),
+    (["--param", "lr=0.01..0.1", "--trials", "4", "--pruner", "early"], ["--pruner", "early"]),
     (["--param", "lr=0.1|0.2", "--resume", "runs/x"], ["--resume"]),
     (["--param", "lr=0.1|0.2", "--test"], ["--test"]),
     (["--param", "lr=0.01..inf:log", "--trials", "1"], ["--lr", "not a finite number"]),
@@ -353,3 +434,4 @@ def test_sweep_help_shows_the_defaults_a_sweep_uses():
     assert "[default: no-test]" in text and "[default: test]" not in text
     assert "Training images held out as a validation set (a fixed split; 0: none). [default: 5000;" in text
     assert "'hidden=100|200,200'" in text
+    assert "--pruner [halfway|median|none]" in text and "(default for random and tpe)" in text

@@ -18,6 +18,7 @@ from trainers.catalog import TRAINERS, Trainer
 from trainers.options import UserError, env_name, server_options, train_options
 from trainers.run import Damaged, RunDir
 from trainers.runs import COLUMNS, find_runs, format_table, problems, sort_rows, summary
+from trainers.search import PRUNERS
 from viz.server import server_cli
 from viz.windows import COMPARE_ENV
 
@@ -87,9 +88,13 @@ def sweep_command(trainer: Trainer) -> click.Command:
                   help="grid when every param is a list of choices, else tpe.")
     @click.option("--trials", type=click.IntRange(min=1), default=None,
                   help="Trials in all, over all workers and machines (random and tpe).")
+    @click.option("--pruner", type=click.Choice(PRUNERS), default=None,
+                  help="Stop a trial whose validation accuracy is below the median of the finished trials' at "
+                       "the same epoch: halfway judges from half the epochs, once a quarter of the trials have "
+                       "finished (default for random and tpe); median from the 2nd epoch, once 3 have (quicker, "
+                       "and it stops some of the best); none (default for grid).")
     @click.option("--prune/--no-prune", default=None,
-                  help="Stop trials whose validation accuracy is below the median of earlier trials at the "
-                       "same epoch (default: on for random and tpe, off for grid).")
+                  help="--prune: the default pruner, on a grid too; --no-prune: --pruner none.")
     @click.option("--study", default=None, callback=env_name,
                   help="Study name, also its dashboard environment; default: the trainer and a hash of the "
                        "search, so the same command continues the same study.")
@@ -102,7 +107,7 @@ def sweep_command(trainer: Trainer) -> click.Command:
                   help="With a database storage: seconds between a trial's heartbeats; a trial silent for "
                        "3 intervals is failed and run again.")
     @click.pass_context
-    def command(ctx, specs, sampler, trials, prune, study, storage, jobs, heartbeat, **options):
+    def command(ctx, specs, sampler, trials, pruner, prune, study, storage, jobs, heartbeat, **options):
         for name, why in (("resume", "continue a sweep by running the same command again"),
                           ("env", "a sweep names its environments after the study")):
             if options[name] is not None:
@@ -119,7 +124,7 @@ def sweep_command(trainer: Trainer) -> click.Command:
         from trainers import sweep  # Optuna: only now that a sweep starts
 
         sweep.run(sweep.plan(trainer.name, config, params, study=study, storage=storage, sampler=sampler,
-                             trials=trials, prune=prune, jobs=jobs, heartbeat=heartbeat))
+                             trials=trials, prune=prune, pruner=pruner, jobs=jobs, heartbeat=heartbeat))
 
     return command
 

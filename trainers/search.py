@@ -29,6 +29,9 @@ PLUMBING = frozenset({"trainer", "data_dir", "device", "out", "viz", "server", "
                       "images", "save_every", "resume"})
 # Settings every trial must share for their validation accuracies to be comparable.
 SHARED = frozenset({"dataset", "val_size", "test"})
+# How a sweep stops trials early (``trainers.sweep.make_pruner``); the first is the default
+# for random and TPE searches, and a grid runs every point to the end unless told otherwise.
+PRUNERS = ("halfway", "median", "none")
 
 RANGE = re.compile(r"(?P<lo>[^.:]+(?:\.[^.:]+)?)\.\.(?P<hi>[^:]+)(?::(?P<scale>log|int))?")
 
