@@ -736,3 +736,64 @@ def test_the_trials_table_window_is_as_tall_as_its_rows_up_to_its_own_height():
              "env": f"s_trial-{n:03d}", "curve": [(1, 0.5)], "pruned": False} for n in range(3)]
     SweepBoard(vis, "s", ["lr"]).draw(rows)
     assert vis.text.call_args.kwargs["opts"]["height"] == table_height(3)
+
+
+# --- a sweep's board and a user's windows, as events ----------------------------------------
+
+TRIAL = {"number": 3, "params": {"lr": 0.1, "hidden": "200,200"}, "state": "complete", "value": 0.85, "epochs": 2,
+         "curve": [[1, 0.8], [2, 0.85]], "seconds": 4.2, "env": "study_trial-003"}
+
+
+def test_a_sweep_board_is_one_trials_event_drawn_into_its_three_windows(tmp_path):
+    recorded = RecordingSink()
+    from viz.sweep_board import SweepBoard
+
+    board = SweepBoard(recorded, ["lr", "hidden"])
+    board.draw([{**TRIAL, "curve": []}])  # no epoch yet: nothing drawn
+    assert recorded.events == []
+    board.draw([{**TRIAL, "run_dir": "/somewhere"}])
+    trials, save = recorded.events
+    assert trials == {"kind": "trials", "win": "sweep_trials", "fields": ["lr", "hidden"], "rows": [TRIAL]}
+    assert save == {"kind": "save"}
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in recorded.events))
+    events, damaged = read_events(path)
+    assert damaged == 0 and events == recorded.events  # what replay reads back
+    vis = mock_vis()
+    Renderer(vis, "study").render(events)
+    assert [c.args[0]["win"] for c in vis._send.call_args_list] == ["sweep_val_acc", "sweep_parcoords"]
+    (text,) = vis.text.call_args_list
+    assert text.kwargs["win"] == "sweep_trials" and "study_trial-003" in text.args[0]
+    vis.save.assert_called_once_with(["study"])
+
+
+@pytest.mark.parametrize("change", [
+    {"env": "<script>"}, {"number": "3"}, {"curve": [[1, "x"]]}, {"params": {"lr": [1]}}, {"value": "high"},
+    {"extra": 1},
+])
+def test_a_trials_event_with_rows_of_the_wrong_shape_is_not_drawn(change, tmp_path):
+    row = {**TRIAL, **change}
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps({"kind": "trials", "win": "sweep_trials", "fields": ["lr"], "rows": [row]}) + "\n")
+    events, damaged = read_events(path)
+    if "env" in change:  # a string: drawn, and escaped where it is put on the page
+        vis = mock_vis()
+        Renderer(vis, "study").render(events)
+        assert "&lt;script&gt;" in vis.text.call_args.args[0] and "<script>" not in vis.text.call_args.args[0]
+    else:
+        assert (events, damaged) == ([], 1)
+
+
+def test_a_logged_window_is_titled_by_its_name_escaped_and_takes_its_axes():
+    vis = mock_vis()
+    renderer = Renderer(vis, "run")
+    renderer.render([
+        {"kind": "series", "win": "log:<b>loss</b>", "x": [0, 1], "values": {"train": [2.0, 1.0]}},
+        {"kind": "axes", "win": "log:<b>loss</b>", "xlabel": "epoch", "ylabel": "", "xlim": [1, 3], "ylim": None,
+         "xscale": "linear", "yscale": "log"},
+    ])
+    first, second = vis.lines.call_args_list
+    assert first.kwargs["opts"]["title"] == "&lt;b&gt;loss&lt;/b&gt;"
+    assert second.kwargs["opts"] | {"title": None} == {
+        "title": None, "width": 500, "height": 320, "xlabel": "epoch", "ylabel": "", "showlegend": True,
+        "xtickmin": 1, "xtickmax": 3, "ytype": "log"}

@@ -412,6 +412,16 @@ class Renderer:
         if any(win == event["win"] for _, win in self.created):
             self._draw(self.env, event["win"])
 
+    def _trials(self, event: dict) -> None:
+        from viz import sweep_board  # it draws with this module's helpers
+
+        rows, fields = event["rows"], event["fields"]
+        send_figure(self.vis, self.env, "sweep_val_acc", sweep_board.curves_figure(rows))
+        send_figure(self.vis, self.env, "sweep_parcoords", sweep_board.parcoords_figure(rows, fields))
+        self.vis.text(sweep_board.trials_html(rows, fields), win="sweep_trials", env=self.env,
+                      opts=opts("sweep_trials", height=sweep_board.table_height(len(rows))))
+        self.created.add((self.env, "sweep_trials"))
+
     def _save(self, event: dict) -> None:
         envs = [self.env] + sorted({env for env, _, _ in self.history if env != self.env})
         self.vis.save(envs)

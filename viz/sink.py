@@ -22,9 +22,10 @@ import numpy as np
 from viz.windows import WINDOWS, is_logged, known
 
 KINDS = {"scalars", "series", "images", "templates", "text", "table", "heatmap", "confusion", "bars", "histogram",
-         "axes", "config", "outcome", "save"}
+         "axes", "trials", "config", "outcome", "save"}
 POINT_KINDS = {"scalars", "series"}  # events that add points to line windows
 SCALES = ("linear", "log")  # how an axis of a logged line window may be drawn
+TRIAL_FIELDS = ("number", "params", "state", "value", "epochs", "curve", "seconds", "env")  # what a board draws
 
 
 class Sink:
@@ -96,6 +97,15 @@ class Sink:
         self.emit({"kind": "axes", "win": win, "xlabel": xlabel, "ylabel": ylabel,
                    "xlim": None if xlim is None else [float(v) for v in xlim],
                    "ylim": None if ylim is None else [float(v) for v in ylim], "xscale": xscale, "yscale": yscale})
+
+    def trials(self, rows: list[dict], fields: list[str]) -> None:
+        """A sweep's trials, best first (``trainers.sweep.trial_rows``), for the three windows of its board.
+
+        ``fields`` are the searched settings, in order: the parallel coordinates' axes and
+        the table's columns.
+        """
+        self.emit({"kind": "trials", "win": "sweep_trials", "fields": list(fields),
+                   "rows": [{key: row.get(key) for key in TRIAL_FIELDS} for row in rows]})
 
     def config(self, settings: dict) -> None:
         """The run's settings."""
@@ -221,6 +231,22 @@ def _range(value) -> bool:
         _number(v) and math.isfinite(v) for v in value))
 
 
+def _optional_number(value) -> bool:
+    return value is None or _number(value)
+
+
+def _trial_row(row) -> bool:
+    """Whether a ``trials`` event's row holds what the board draws, each of its type."""
+    return isinstance(row, dict) and set(row) == set(TRIAL_FIELDS) \
+        and isinstance(row["number"], int) and not isinstance(row["number"], bool) \
+        and isinstance(row["params"], dict) and all(
+            isinstance(v, (str, int, float, bool)) or v is None for v in row["params"].values()) \
+        and isinstance(row["state"], str) and _optional_number(row["value"]) and _optional_number(row["seconds"]) \
+        and isinstance(row["epochs"], int) and (row["env"] is None or isinstance(row["env"], str)) \
+        and isinstance(row["curve"], list) and all(isinstance(p, list) and len(p) == 2 and all(map(_number, p))
+                                                  for p in row["curve"])
+
+
 def _matrix(value) -> bool:
     return isinstance(value, list) and all(_numbers(row) for row in value)
 
@@ -255,6 +281,7 @@ _FIELDS = {
         isinstance(s, dict) and _numbers(s.get("centers")) and _numbers(s.get("density")) for s in v.values())},
     "axes": {"xlabel": lambda v: isinstance(v, str), "ylabel": lambda v: isinstance(v, str), "xlim": _range,
              "ylim": _range, "xscale": lambda v: v in SCALES, "yscale": lambda v: v in SCALES},
+    "trials": {"fields": _strings, "rows": lambda v: isinstance(v, list) and all(map(_trial_row, v))},
     "config": {"settings": lambda v: isinstance(v, dict)},
     "outcome": {"status": lambda v: isinstance(v, str), "metrics": lambda v: isinstance(v, dict)},
     "save": {},

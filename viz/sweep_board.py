@@ -1,16 +1,17 @@
 """A sweep's own environment: every trial's validation curve, settings -> accuracy, and the trials table.
 
 It draws rows made by ``trainers.sweep.trial_rows`` (plain dicts: number, params, state,
-value, epochs, curve, seconds, env), so it knows nothing of Optuna. Every string in them
-is escaped where it is drawn: settings come from the command line and the storage.
+value, epochs, curve, seconds, env), so it knows nothing of Optuna; the renderer draws
+them from a ``trials`` event with the functions here. Every string in them is escaped
+where it is drawn: settings come from the command line, the storage and events files.
 """
 
 from __future__ import annotations
 
 import html
 
-from viz.render import escaped, send_figure
-from viz.windows import WINDOWS, opts
+from viz.render import escaped
+from viz.windows import WINDOWS
 
 COLORSCALE = "Viridis"
 
@@ -104,20 +105,24 @@ def table_height(trials: int) -> int:
 
 
 class SweepBoard:
-    """Draws a study's environment, replacing each window whole: any worker or machine may redraw it."""
+    """Draws a study's environment through a sink: each draw is one ``trials`` event of every row.
 
-    def __init__(self, vis, env: str, fields: list[str]):
-        self.vis, self.env, self.fields = vis, env, fields
+    The live sink writes the events to the study's events.jsonl before it sends them,
+    so a server that was missing or restarted gets the board back whole, and
+    ``trainviz replay STUDY_DIR --env STUDY`` rebuilds it later. Each draw replaces the
+    windows whole: any worker or machine may redraw them.
+    """
+
+    def __init__(self, sink, fields: list[str]):
+        self.sink, self.fields = sink, fields
 
     def draw(self, rows: list[dict]) -> None:
-        """Show ``rows`` (best first); a failed request is left for the next draw to repair."""
+        """Show ``rows`` (best first), once there is a curve to plot: the windows appear with the first epoch."""
         if not any(r["curve"] for r in rows):
-            return  # nothing to plot yet: the windows appear, in page order, with the first epoch
-        try:
-            send_figure(self.vis, self.env, "sweep_val_acc", curves_figure(rows))
-            send_figure(self.vis, self.env, "sweep_parcoords", parcoords_figure(rows, self.fields))
-            self.vis.text(trials_html(rows, self.fields), win="sweep_trials", env=self.env,
-                          opts=opts("sweep_trials", height=table_height(len(rows))))
-            self.vis.save([self.env])
-        except OSError:
-            pass
+            return
+        self.sink.trials(rows, self.fields)
+        self.sink.save()
+
+    def close(self) -> None:
+        """Deliver what is queued."""
+        self.sink.close()
