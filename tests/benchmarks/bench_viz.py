@@ -16,7 +16,14 @@ Part 3, requests. Why the renderer draws a line window whole instead of appendin
 it: the server's CPU for appending 50 points to two traces of a window, against
 replacing the whole window, for traces of 10, 150 and 300 points.
 
-Run: python tests/benchmarks/bench_viz.py [--part all|overhead|growth|requests] [--repeats 3] [--long 100]
+Part 4, peers. One loop of this file's own (an MLP on Fashion-MNIST, 2 epochs) that logs
+its loss at every step: without logging, with ``viz`` (``run.log``, the dashboard live and
+everything delivered by ``finish``), TensorBoard's ``SummaryWriter.add_scalar``, trackio's
+``log`` and visdom's own ``line(update="append")``, in alternated rounds; the ratios
+divide each loop's wall time, median over the rounds, by the loop's without logging. A
+peer that is not installed (``pip install -e .[bench]``) is skipped with a line.
+
+Run: python tests/benchmarks/bench_viz.py [--part all|overhead|growth|requests|peers] [--repeats 3] [--long 100]
 [--data-dir DIR]
 """
 
@@ -158,11 +165,96 @@ def requests_cost(tmp: Path, requests: int = 30) -> None:
         server.stop(port)
 
 
+def peer_loop(data, log, epochs: int = 2, batch_size: int = 128) -> float:
+    """Wall seconds of ``epochs`` of a small MLP's training, ``log(step, loss)`` called at every step."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    images, labels = data.train.pixels, data.train.labels
+    generator = torch.Generator().manual_seed(0)
+    started = time.perf_counter()
+    step = 0
+    for _ in range(epochs):
+        for index in torch.randperm(len(labels), generator=generator).split(batch_size):
+            loss = nn.functional.cross_entropy(model(images[index].float() / 255), labels[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            log(step, loss.detach())
+            step += 1
+    return time.perf_counter() - started
+
+
+def peers(repeats: int, port: int, tmp: Path, data_dir: str | None) -> None:
+    """Each peer's loop against the loop without logging, in alternated rounds."""
+    import torch
+
+    import viz
+    from trainers.data import load
+
+    data = load("fashion-mnist", Path(data_dir) if data_dir else None, torch.device("cpu"))
+
+    def trainviz() -> float:
+        run = viz.init(name="peer", out=tmp / "peers", port=port, server=HOST)
+        seconds = peer_loop(data, lambda step, loss: run.log({"train/loss": loss}, step=step))
+        started = time.perf_counter()
+        run.finish()
+        return seconds + time.perf_counter() - started
+
+    def tensorboard() -> float:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(tmp / "tensorboard" / str(time.monotonic_ns())))
+        seconds = peer_loop(data, lambda step, loss: writer.add_scalar("train/loss", loss, step))
+        started = time.perf_counter()
+        writer.close()
+        return seconds + time.perf_counter() - started
+
+    def trackio() -> float:
+        import trackio as tracker
+
+        os.environ.setdefault("TRACKIO_DIR", str(tmp / "trackio"))
+        with contextlib.redirect_stdout(io.StringIO()):
+            tracker.init(project="peers")
+        seconds = peer_loop(data, lambda step, loss: tracker.log({"train/loss": loss.item()}, step=step))
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            tracker.finish()
+        return seconds + time.perf_counter() - started
+
+    def visdom_append() -> float:
+        vis = connect(HOST, port, "peer-append")
+        return peer_loop(data, lambda step, loss: vis.line(X=[step], Y=[loss.item()], win="loss", env="peer-append",
+                                                            update="append"))
+
+    loops = {"no logging": lambda: peer_loop(data, lambda step, loss: None), "trainviz run.log": trainviz,
+             "TensorBoard add_scalar": tensorboard, "trackio log": trackio, "visdom line(append)": visdom_append}
+    for name, module in (("TensorBoard add_scalar", "torch.utils.tensorboard"), ("trackio log", "trackio")):
+        try:
+            __import__(module)
+        except ImportError as err:
+            print(f"skipped {name}: {err} (pip install -e .[bench])")
+            del loops[name]
+    print(f"\nPart 4: one MLP loop (2 epochs) logging its loss every step, medians of {repeats} alternated rounds")
+    seconds: dict[str, list[float]] = {name: [] for name in loops}
+    for round_ in range(repeats):
+        order = list(loops) if round_ % 2 == 0 else list(loops)[::-1]
+        for name in order:
+            seconds[name].append(loops[name]())
+    base = statistics.median(seconds["no logging"])
+    print(f"{'loop':<24}{'wall s':>9}{'ratio':>9}")
+    for name, spent in seconds.items():
+        print(f"{name:<24}{statistics.median(spent):>9.2f}{statistics.median(spent) / base:>8.3f}x")
+
+
 @click.command()
 @click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--long", type=click.IntRange(11), default=100, show_default=True, help="Epochs of the long run.")
 @click.option("--data-dir", type=click.Path(), default=None)
-@click.option("--part", type=click.Choice(["all", "overhead", "growth", "requests"]), default="all",
+@click.option("--part", type=click.Choice(["all", "overhead", "growth", "requests", "peers"]), default="all",
               show_default=True)
 def main(repeats: int, long: int, data_dir: str | None, part: str):
     """Print the dashboard's overhead, how its cost grows with run length, and what a request costs the server."""
@@ -180,6 +272,13 @@ def main(repeats: int, long: int, data_dir: str | None, part: str):
             growth(long, tmp, data_dir)
         if part in ("all", "requests"):
             requests_cost(tmp)
+        if part in ("all", "peers"):
+            port = free_port()
+            server.start(port=port, env_path=tmp / "envs-peers", echo=lambda line: None)
+            try:
+                peers(repeats, port, tmp, data_dir)
+            finally:
+                server.stop(port)
 
 
 if __name__ == "__main__":
