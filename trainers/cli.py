@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from trainers import __version__
 from trainers.catalog import TRAINERS, Trainer
-from trainers.options import UserError, env_name, server_options, train_options
+from trainers.errors import TrainvizError, UserError
+from trainers.options import env_name, server_options, train_options
 from trainers.run import Damaged, RunDir
 from trainers.runs import COLUMNS, find_runs, format_table, problems, sort_rows, summary
 from trainers.search import PRUNERS
@@ -29,7 +31,7 @@ class OneLineErrors(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.ClickException as err:
+        except (click.ClickException, TrainvizError) as err:
             click.echo(f"Error: {err.format_message()}", err=True)
             status = err.exit_code
         except click.Abort:
@@ -55,7 +57,8 @@ def trainer_command(trainer: Trainer) -> click.Command:
     def command(**options):
         from trainers.command import train  # torch, torchvision: only now that a run starts
 
-        train(trainer.config(trainer=trainer.name, **options))
+        given = click.get_current_context().get_parameter_source("epochs") == ParameterSource.COMMANDLINE
+        train(trainer.config(trainer=trainer.name, **options), epochs_given=given)
 
     return command
 
@@ -95,6 +98,10 @@ def sweep_command(trainer: Trainer) -> click.Command:
                        "and it stops some of the best); none (default for grid).")
     @click.option("--prune/--no-prune", default=None,
                   help="--prune: the default pruner, on a grid too; --no-prune: --pruner none.")
+    @click.option("--refit", is_flag=True,
+                  help="After the search, train the chosen trial's settings again on the training and validation "
+                       "images together (--val-size 0), as many epochs, in OUT/STUDY/refit-NNN, and print its "
+                       "test accuracy beside the trial's.")
     @click.option("--study", default=None, callback=env_name,
                   help="Study name, also its dashboard environment; default: the trainer and a hash of the "
                        "search, so the same command continues the same study.")
@@ -107,7 +114,7 @@ def sweep_command(trainer: Trainer) -> click.Command:
                   help="With a database storage: seconds between a trial's heartbeats; a trial silent for "
                        "3 intervals is failed and run again.")
     @click.pass_context
-    def command(ctx, specs, sampler, trials, pruner, prune, study, storage, jobs, heartbeat, **options):
+    def command(ctx, specs, sampler, trials, pruner, prune, refit, study, storage, jobs, heartbeat, **options):
         for name, why in (("resume", "continue a sweep by running the same command again"),
                           ("env", "a sweep names its environments after the study")):
             if options[name] is not None:
@@ -124,7 +131,8 @@ def sweep_command(trainer: Trainer) -> click.Command:
         from trainers import sweep  # Optuna: only now that a sweep starts
 
         sweep.run(sweep.plan(trainer.name, config, params, study=study, storage=storage, sampler=sampler,
-                             trials=trials, prune=prune, pruner=pruner, jobs=jobs, heartbeat=heartbeat))
+                             trials=trials, prune=prune, pruner=pruner, jobs=jobs, heartbeat=heartbeat,
+                             refit=refit))
 
     return command
 

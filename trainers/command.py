@@ -10,16 +10,14 @@ import signal
 import time
 from pathlib import Path
 
-import click
 import torch
-from click.core import ParameterSource
 from tqdm import tqdm
 
 from trainers.catalog import DATASETS, TRAINERS
 from trainers.config import TrainConfig
 from trainers.data import Data, DataError, load
 from trainers.loop import Diverged, Evaluation, Interrupted, Parts, Progress, evaluate, fit
-from trainers.options import UserError
+from trainers.errors import TrainvizError, UserError
 from trainers.report import Smoothed, report_curves, report_layers, report_panes, sample_indices
 from trainers.run import Damaged, Pruned, RunDir, RunHooks
 from trainers.schedule import Schedule
@@ -37,21 +35,17 @@ PANES_SHARE = 0.02
 PANES_PRIOR = 0.1
 
 
-class Stopped(click.ClickException):
+class Stopped(TrainvizError):
     """Training was stopped by a signal: exit status 128 + the signal's number."""
 
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
 
-
-class DivergedError(click.ClickException):
+class DivergedError(TrainvizError):
     """Training produced a non-finite loss: exit status 3."""
 
     exit_code = 3
 
 
-class DiskFull(click.ClickException):
+class DiskFull(TrainvizError):
     """The disk holding the run folder filled up: exit status 1 (what was saved before is intact)."""
 
 
@@ -99,7 +93,7 @@ class StopSignals:
 
 
 def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None = None,
-          hooks: RunHooks = RunHooks()) -> dict:
+          hooks: RunHooks = RunHooks(), epochs_given: bool = False) -> dict:
     """Run one trainer end to end: data, run folder, training, checkpoints, summary line.
 
     This is every run's one path: ``trainviz TRAINER``, a sweep's trials and the tests.
@@ -113,6 +107,8 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
             (``run_name`` names the folder).
         hooks: told of the run folder once made and of each epoch once saved; raising
             ``Pruned`` from ``hooks.epoch`` ends the run with status pruned.
+        epochs_given: ``config.epochs`` was asked for (typed on the command line): a
+            resumed run trains to it. Otherwise a resumed run keeps its own epochs.
 
     Returns:
         The last epoch's record.
@@ -125,7 +121,7 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
     # The run folder's lock is held from the moment the folder is known until the run ends.
     with contextlib.ExitStack() as writer:
         try:
-            return _train(config, data, labels, hooks, writer)
+            return _train(config, data, labels, hooks, writer, epochs_given)
         except OSError as err:
             if not no_space(err):
                 raise
@@ -135,13 +131,13 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
 
 
 def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: RunHooks,
-           writer: contextlib.ExitStack) -> dict:
+           writer: contextlib.ExitStack, epochs_given: bool) -> dict:
     """``train``'s work; ``writer`` takes the run folder's lock as soon as the folder is known."""
     device = resolve_device(config.device)
     state = None
     if config.resume is not None:
         run, state = open_run(config, writer)
-        config = resumed_config(config, state)
+        config = resumed_config(config, state, epochs_given)
     if not config.test and not config.val_size:
         raise UserError("--no-test leaves nothing to evaluate: give --val-size N too")
     if data is None:
@@ -251,7 +247,7 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
             report.close()
     accuracy = f"test accuracy {record['test_acc']:.4f}" if "test_acc" in record else \
         f"validation accuracy {record['val_acc']:.4f}"
-    click.echo(f"{run.path}: {accuracy} after {record['epoch']} epochs")
+    print(f"{run.path}: {accuracy} after {record['epoch']} epochs", flush=True)
     return record
 
 
@@ -422,15 +418,13 @@ def open_run(config: TrainConfig, writer: contextlib.ExitStack) -> tuple[RunDir,
     return run, state
 
 
-def resumed_config(given: TrainConfig, state: dict) -> TrainConfig:
-    """The run's own settings, with where to show it, its data (and a larger --epochs) from this command line.
+def resumed_config(given: TrainConfig, state: dict, explicit: bool) -> TrainConfig:
+    """The run's own settings, with where to show it, its data (and, ``explicit``, a larger --epochs) from ``given``.
 
     Raises:
         UserError: the run has already trained the epochs asked for.
     """
     config = type(given).from_dict(state["config"])
-    ctx = click.get_current_context(silent=True)
-    explicit = ctx is not None and ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE
     resumed = dataclasses.replace(
         config, viz=given.viz, server=given.server, port=given.port, device=given.device,
         epochs=given.epochs if explicit else config.epochs, resume=given.resume,

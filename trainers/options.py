@@ -16,13 +16,8 @@ import click
 
 from trainers.catalog import ACTIVATIONS, DATASETS
 from trainers.config import MLPConfig, TrainConfig
+from trainers.errors import UserError
 from trainers.schedule import SCHEDULES
-
-
-class UserError(click.ClickException):
-    """A mistake in the user's input or setup: one line, exit status 2."""
-
-    exit_code = 2
 
 
 # The largest learning rate and weight decay taken: far past any that trains (a rate of 1e6

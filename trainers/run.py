@@ -19,7 +19,8 @@ from pathlib import Path
 
 from trainers.catalog import TRAINERS
 from trainers.config import TrainConfig, json_kind, settings_problem
-from trainers.options import ENV_NAME, UserError
+from trainers.errors import UserError
+from trainers.options import ENV_NAME
 from viz.paths import append_whole, atomic_path, no_space, try_lock
 
 
