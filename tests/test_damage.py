@@ -400,7 +400,7 @@ def test_a_trial_that_crashes_is_failed_in_the_storage_and_its_folder(idx_dir, t
             "--study", "crash"]
     ctx = cli.commands["sweep"].commands["mlp"].make_context("mlp", args[2:])
     options = {k: v for k, v in ctx.params.items() if k not in ("specs", "sampler", "trials", "prune", "pruner",
-                                                                "study", "storage", "jobs", "heartbeat")}
+                                                                "refit", "study", "storage", "jobs", "heartbeat")}
     params = parse_params(ctx.params["specs"], TRAINERS["mlp"].config, ctx.command, ctx)
     plan = sweep.plan("mlp", TRAINERS["mlp"].config(trainer="mlp", **{**options, "test": False}).to_dict(), params,
                       study="crash", storage=None, sampler=None, trials=None, prune=None, jobs=1, heartbeat=10)
@@ -482,7 +482,7 @@ def test_a_half_written_journal_line_is_recovered_and_a_damaged_one_refused(idx_
 
 def test_the_chosen_trials_test_record_is_written_once(idx_dir, tmp_path):
     """Two sweeps ending together: one measures the test accuracy, the other waits and reads it."""
-    from trainers.sweep import test_accuracy
+    from trainers.sweep import test_record
 
     run = RunDir(train(tmp_path / "runs", idx_dir, "--epochs", "1", "--val-size", "100", "--no-test"))
     other = {}
@@ -497,7 +497,7 @@ def test_the_chosen_trials_test_record_is_written_once(idx_dir, tmp_path):
     thread.start()
     while not other.get("holding"):
         time.sleep(0.01)
-    assert test_accuracy(run, "cpu") == 0.25  # waited for the other, then read its record
+    assert test_record(run, "cpu")["test_acc"] == 0.25  # waited for the other, then read its record
     thread.join()
     assert [r["kind"] for r in run.read_metrics()].count("test") == 1
 

@@ -243,6 +243,60 @@ def test_tpe_models_the_space_after_a_fifth_of_the_trials():
     assert tpe[:4] == random[:4] and tpe[4:] != random[4:]  # random for 4 trials, then the model's
 
 
+# ---------------------------------------------------------------- the refit
+
+
+def printed(output: str, start: str) -> str:
+    """The rest of the one output line that begins with ``start``."""
+    (line,) = [line for line in output.splitlines() if line.startswith(start)]
+    return line[len(start):]
+
+
+def test_refit_trains_the_chosen_settings_on_training_and_validation_images_and_reproduces(
+        idx_dir, tmp_path, monkeypatch):
+    from trainers import command
+    from trainers.run import RunDir
+
+    trained = []
+    real_train = command.train
+    monkeypatch.setattr(command, "train", lambda config, *args, **kwargs: trained.append(config) or
+                        real_train(config, *args, **kwargs))
+    out = tmp_path / "runs"
+    args = sweep_args(idx_dir, out, "--epochs", "2", "--param", "lr=0.05|0.2", "--refit")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    best = max(study_trials(out), key=lambda t: (t.value, -t.number))
+    (config,) = trained  # the refit, in this process, through train (the trials ran in a worker)
+    assert (config.val_size, config.test, config.epochs, config.lr) == (0, True, 2, float(best.params["lr"]))
+
+    (study,) = [path for path in out.iterdir() if path.is_dir()]
+    refit = RunDir(study / f"refit-{best.number:03d}")
+    assert refit.read_status()["status"] == "finished"
+    assert refit.read_config()["refit_of"] == best.number and refit.read_config()["val_size"] == 0
+    epochs = [r for r in refit.read_metrics() if r["kind"] == "epoch"]
+    assert [r["step"] for r in epochs] == [19, 38]  # 600 images an epoch in batches of 32; the trials had 500
+    (tested,) = [r for r in refit.read_metrics() if r["kind"] == "test"]
+    trial_test = printed(result.output, f"test accuracy of trial {best.number}: ").split()[0]
+    assert printed(result.output, f"test accuracy of {refit.name}: ") == \
+        f"{tested['test_acc']:.4f} beside trial {best.number}'s {trial_test}"
+
+    # the command printed for it trains the same model
+    reproduce = printed(result.output, f"reproduce {refit.name}: ").split()
+    assert reproduce[:2] == ["trainviz", "mlp"] and "--val-size" not in reproduce
+    again = CliRunner().invoke(cli, [*reproduce[1:], "--data-dir", str(idx_dir), "--out", str(tmp_path / "again"),
+                                     "--no-viz"])
+    assert again.exit_code == 0, again.output
+    (copy,) = find_runs(tmp_path / "again")
+    assert [r for r in copy.read_metrics() if r["kind"] == "epoch"][-1]["test_loss"] == epochs[-1]["test_loss"]
+
+    # the same command again reports the refit it has, without training it again
+    trained.clear()
+    rerun = CliRunner().invoke(cli, args)
+    assert rerun.exit_code == 0, rerun.output
+    assert trained == [] and printed(rerun.output, f"test accuracy of {refit.name}: ") == \
+        printed(result.output, f"test accuracy of {refit.name}: ")
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -315,7 +369,7 @@ def test_a_grid_with_two_workers_runs_every_point_once(idx_dir, tmp_path):
     assert f"chosen: trial {best.number} " in result.output
     tested = [f for f in folders if any(r.get("kind") == "test" for r in f["run"].read_metrics())]
     assert [f["config"]["trial"] for f in tested] == [best.number]
-    assert "reproduce: trainviz mlp " in result.output and "--val-size 100" in result.output
+    assert f"reproduce trial {best.number}: trainviz mlp " in result.output and "--val-size 100" in result.output
 
     # trainviz runs lists them, best validation accuracy first
     table = CliRunner().invoke(cli, ["runs", str(out), "--sort", "val_acc", "--json"])

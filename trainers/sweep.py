@@ -79,6 +79,7 @@ class Sweep:
     seed: int
     heartbeat: int
     space: dict  # what makes a study this one (trainers.search.space)
+    refit: bool = False  # train the chosen settings again on the training and validation images, at the end
 
     @property
     def folder(self) -> Path:
@@ -713,33 +714,79 @@ def summary_table(sweep: Sweep, trials: list[FrozenTrial]) -> str:
 
 
 def report_choice(sweep: Sweep, study: optuna.Study, trials: list[FrozenTrial]) -> None:
-    """The chosen trial (best validation accuracy): its folder, its test accuracy, the command that reproduces it."""
+    """The chosen trial (best validation accuracy): its folder, its test accuracy, the command that reproduces it;
+    with ``sweep.refit``, the refit's beside it."""
     best = best_trial(trials)
     if best is None:
         click.echo("no trial finished, so none is chosen")
         return
     run_dir = best.user_attrs.get("run_dir")
-    values = settings_of(best)  # as sampled; the run's config.json has them as the options made them
-    click.echo(f"chosen: trial {best.number} ({label(values)}), validation accuracy {best.value:.4f}, "
+    values = option_values(sweep, settings_of(best))
+    click.echo(f"chosen: trial {best.number} ({label(settings_of(best))}), validation accuracy {best.value:.4f}, "
                f"folder {run_dir} on {best.user_attrs.get('host')}")
+    tested = None
     if best.user_attrs.get("host") == HOST and run_dir and Path(run_dir).is_dir():
-        run = RunDir(Path(run_dir))
         try:
-            config = run.read_config()
-            values = {field: config[field] for field in values if field in config}
-            accuracy = test_accuracy(run, sweep.config["device"])
+            tested = test_record(RunDir(Path(run_dir)), sweep.config["device"])
         except (UserError, OSError) as err:  # a damaged folder, or another process writing it
             message = err.format_message() if isinstance(err, UserError) else f"{err.strerror}: {err.filename}"
             click.echo(f"warning: trial {best.number}'s test accuracy is not known: {message}", err=True)
         else:
-            study.set_user_attr("test", {"trial": best.number, "test_acc": accuracy})
-            click.echo(f"test accuracy of trial {best.number}: {accuracy:.4f} "
+            study.set_user_attr("test", {"trial": best.number, "test_acc": tested["test_acc"]})
+            click.echo(f"test accuracy of trial {best.number}: {tested['test_acc']:.4f} "
                        "(the test set was used for this trial only)")
-    click.echo(f"reproduce: {reproduce_command(sweep, values)}")
+    click.echo(f"reproduce trial {best.number}: {reproduce_command(sweep, values)}")
+    if sweep.refit:
+        run = refit(sweep, best, values)
+        beside = f" beside trial {best.number}'s {tested['test_acc']:.4f}" if tested else ""
+        click.echo(f"test accuracy of {run.name}: {test_record(run, sweep.config['device'])['test_acc']:.4f}{beside}")
+        click.echo(f"reproduce {run.name}: {reproduce_command(sweep, {**values, 'val_size': 0})}")
 
 
-def test_accuracy(run: RunDir, device: str) -> float:
-    """The run's test accuracy, evaluated once and then kept in its metrics.jsonl as a "test" record.
+def option_values(sweep: Sweep, settings: dict) -> dict:
+    """A trial's searched settings (as sampled or queued) as the trainer's options make them."""
+    trainer = TRAINERS[sweep.trainer]
+    command = click.Command(trainer.name, params=_options(trainer))
+    ctx = click.Context(command)
+    return {p.field: convert(p, settings[p.field], command, ctx) for p in sweep.params if p.field in settings}
+
+
+def refit(sweep: Sweep, best: FrozenTrial, values: dict) -> RunDir:
+    """Train the chosen trial's settings again on the training and validation images together, for
+    as many epochs, through ``trainers.command.train``: the run folder ``OUT/STUDY/refit-NNN``.
+
+    The validation split cost the trials that many training images; the refit gets them
+    back, and is what the study's settings give. A finished refit is kept (the same command
+    reports it again); one that stopped or was killed continues from its checkpoint.
+    """
+    from trainers.command import train
+
+    name = f"refit-{best.number:03d}"
+    run = RunDir(sweep.folder / name)
+    if run.read_status().get("status") == "finished":
+        return run
+    click.echo(f"refit: trial {best.number}'s settings on the training and validation images together "
+               f"(--val-size 0), {sweep.config['epochs']} epochs, in {run.path}")
+    config = TRAINERS[sweep.trainer].config.from_dict({
+        **sweep.config, **values, "trainer": sweep.trainer, "val_size": 0, "test": True,
+        "env": f"{sweep.study}_{name}", "resume": run.path if run.checkpoint_file.is_file() else None})
+    hooks = FolderHook()
+    train(config, labels={"study": sweep.study, "refit_of": best.number, "params": settings_of(best),
+                          "run_name": name}, hooks=hooks)
+    return hooks.run
+
+
+class FolderHook(RunHooks):
+    """Keeps the folder a run was given (a name already taken gets a suffix)."""
+
+    run: RunDir
+
+    def started(self, run: RunDir) -> None:
+        self.run = run
+
+
+def test_record(run: RunDir, device: str) -> dict:
+    """The run's "test" record in its metrics.jsonl: its test accuracy, evaluated once and then kept.
 
     It is measured holding the run folder's lock, so of two sweeps ending together one
     measures it and the other, waiting, reads the record.
@@ -748,14 +795,15 @@ def test_accuracy(run: RunDir, device: str) -> float:
         records = epoch_records(run)
         for record in records:
             if record.get("kind") == "test":
-                return record["test_acc"]
+                return record
         from trainers.command import evaluate_run
 
         result = evaluate_run(run, None, device)
         last = [r for r in records if r.get("kind") == "epoch"][-1]
-        run.append_metrics([{"kind": "test", "epoch": last["epoch"], "step": last["step"],
-                             "test_loss": result.loss, "test_acc": result.accuracy}])
-        return result.accuracy
+        record = {"kind": "test", "epoch": last["epoch"], "step": last["step"], "test_loss": result.loss,
+                  "test_acc": result.accuracy}
+        run.append_metrics([record])
+        return record
 
 
 def reproduce_command(sweep: Sweep, values: dict) -> str:
@@ -809,7 +857,7 @@ def capped_jobs(jobs: int, trials: int, memory: int | None) -> int:
 
 def plan(trainer: str, config: dict, params: list[Param], *, study: str | None, storage: str | None,
          sampler: str | None, trials: int | None, prune: bool | None, jobs: int, heartbeat: int,
-         pruner: str | None = None) -> Sweep:
+         pruner: str | None = None, refit: bool = False) -> Sweep:
     """The sweep a command line asks for, with every default filled in and every rule checked.
 
     ``prune`` is --prune/--no-prune: True for the default pruner (on a grid too), False for none.
@@ -838,7 +886,7 @@ def plan(trainer: str, config: dict, params: list[Param], *, study: str | None, 
     return Sweep(trainer=trainer, config={**config, "out": str(out)}, params=tuple(params), study=study,
                  storage=storage or str(out / "journal.log"), sampler=sampler, trials=total,
                  pruner=pruner, jobs=jobs, seed=config["seed"],
-                 heartbeat=heartbeat, space=the_space)
+                 heartbeat=heartbeat, space=the_space, refit=refit)
 
 
 def chosen_pruner(sampler: str, prune: bool | None, pruner: str | None) -> str:
