@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -252,6 +253,25 @@ def printed(output: str, start: str) -> str:
     return line[len(start):]
 
 
+def with_error(record: dict) -> str:
+    """A test accuracy as the summary prints it: with sqrt(p (1 - p) / n), n its test images."""
+    p = record["test_acc"]
+    return f"{p:.4f} ± {math.sqrt(p * (1 - p) / record['test_images']):.4f}"
+
+
+def test_test_accuracies_come_with_their_binomial_standard_error():
+    from trainers.sweep import accuracy_text, error_note, standard_error
+
+    assert standard_error(0.89, 10_000) == pytest.approx(0.0031289)  # a third of a point
+    assert standard_error(0.5, 100) == pytest.approx(0.05)
+    assert standard_error(1.0, 200) == 0
+    assert accuracy_text({"test_acc": 0.89, "test_images": 10_000}) == "0.8900 ± 0.0031"
+    assert error_note({"test_acc": 0.89, "test_images": 10_000}) == "± one standard error over 10,000 test images"
+    for count in (None, "10000", True, 0, -5):  # a record from before the count, or a damaged one: no ±
+        record = {"test_acc": 0.89} if count is None else {"test_acc": 0.89, "test_images": count}
+        assert (accuracy_text(record), error_note(record)) == ("0.8900", "")
+
+
 def test_refit_trains_the_chosen_settings_on_training_and_validation_images_and_reproduces(
         idx_dir, tmp_path, monkeypatch):
     from trainers import command
@@ -276,9 +296,13 @@ def test_refit_trains_the_chosen_settings_on_training_and_validation_images_and_
     epochs = [r for r in refit.read_metrics() if r["kind"] == "epoch"]
     assert [r["step"] for r in epochs] == [19, 38]  # 600 images an epoch in batches of 32; the trials had 500
     (tested,) = [r for r in refit.read_metrics() if r["kind"] == "test"]
-    trial_test = printed(result.output, f"test accuracy of trial {best.number}: ").split()[0]
-    assert printed(result.output, f"test accuracy of {refit.name}: ") == \
-        f"{tested['test_acc']:.4f} beside trial {best.number}'s {trial_test}"
+    (chosen,) = [r for r in RunDir(Path(best.user_attrs["run_dir"])).read_metrics() if r["kind"] == "test"]
+    assert tested["test_images"] == chosen["test_images"] == 200
+    assert printed(result.output, f"test accuracy of trial {best.number}: ") == (
+        f"{with_error(chosen)} (± one standard error over 200 test images; the test set was used for this trial only)")
+    assert printed(result.output, f"test accuracy of {refit.name}: ") == (
+        f"{with_error(tested)} beside trial {best.number}'s {with_error(chosen)} (± one standard error over 200 test "
+        "images)")
 
     # the command printed for it trains the same model
     reproduce = printed(result.output, f"reproduce {refit.name}: ").split()
