@@ -259,6 +259,17 @@ def with_error(record: dict) -> str:
     return f"{p:.4f} ± {math.sqrt(p * (1 - p) / record['test_images']):.4f}"
 
 
+def trainings(monkeypatch) -> list:
+    """The configs ``trainers.command.train`` is called with in this process (a sweep's trials run in workers)."""
+    from trainers import command
+
+    trained = []
+    real_train = command.train
+    monkeypatch.setattr(command, "train", lambda config, *args, **kwargs: trained.append(config) or
+                        real_train(config, *args, **kwargs))
+    return trained
+
+
 def test_test_accuracies_come_with_their_binomial_standard_error():
     from trainers.sweep import accuracy_text, error_note, standard_error
 
@@ -274,13 +285,9 @@ def test_test_accuracies_come_with_their_binomial_standard_error():
 
 def test_refit_trains_the_chosen_settings_on_training_and_validation_images_and_reproduces(
         idx_dir, tmp_path, monkeypatch):
-    from trainers import command
     from trainers.run import RunDir
 
-    trained = []
-    real_train = command.train
-    monkeypatch.setattr(command, "train", lambda config, *args, **kwargs: trained.append(config) or
-                        real_train(config, *args, **kwargs))
+    trained = trainings(monkeypatch)
     out = tmp_path / "runs"
     args = sweep_args(idx_dir, out, "--epochs", "2", "--param", "lr=0.05|0.2", "--refit")
     result = CliRunner().invoke(cli, args)
@@ -319,6 +326,27 @@ def test_refit_trains_the_chosen_settings_on_training_and_validation_images_and_
     assert rerun.exit_code == 0, rerun.output
     assert trained == [] and printed(rerun.output, f"test accuracy of {refit.name}: ") == \
         printed(result.output, f"test accuracy of {refit.name}: ")
+
+
+def test_a_refit_stopped_midway_continues_from_its_checkpoint_with_the_same_command(idx_dir, tmp_path, monkeypatch):
+    from trainers import sweep
+    from trainers.run import RunDir
+
+    trained = trainings(monkeypatch)
+    stops = [signal.SIGTERM]  # once, as the refit's first epoch ends: it stops early in the second
+    monkeypatch.setattr(sweep.FolderHook, "epoch", lambda self, record: stops and os.kill(os.getpid(), stops.pop()))
+    args = sweep_args(idx_dir, tmp_path / "runs", "--epochs", "2", "--param", "lr=0.1", "--refit")
+    stopped = CliRunner().invoke(cli, args)
+    assert stopped.exit_code == 143, stopped.output  # 128 + SIGTERM, as for any run stopped by it
+    (refit,) = [RunDir(path) for path in (tmp_path / "runs").glob("*/refit-000")]
+    assert refit.read_status()["status"] == "stopped" and refit.checkpoint_file.is_file()
+
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert [config.resume for config in trained] == [None, refit.path]
+    assert refit.read_status()["status"] == "finished"
+    assert [r["epoch"] for r in refit.read_metrics() if r["kind"] == "epoch"] == [1, 2]  # each once
+    assert f"test accuracy of {refit.name}: " in again.output
 
 
 # ---------------------------------------------------------------- bad input
