@@ -579,3 +579,11 @@ def test_sweep_environment_draws_in_the_browser(visdom_port, browser, tmp_path):
     titles = trial.evaluate(WINDOW_INFO_JS)
     assert WINDOWS["accuracy"].title in [window["title"] for window in titles]
     trial.close()
+
+    # the board went through the study's events.jsonl, so replay rebuilds it elsewhere
+    result = CliRunner().invoke(cli, ["replay", str(out / "e2e-sweep"), "--env", "e2e-sweep-again",
+                                      "--port", str(visdom_port), "--server", HOST])
+    assert result.exit_code == 0, result.output
+    again = window_data(visdom_port, "e2e-sweep-again")
+    assert sorted(again) == sorted(SWEEP_WINDOWS)
+    assert again["sweep_trials"]["content"] == window_data(visdom_port, "e2e-sweep")["sweep_trials"]["content"]

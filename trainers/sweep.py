@@ -572,18 +572,22 @@ def run(sweep: Sweep) -> None:
                f"{sweep.jobs} worker{'s' * (sweep.jobs > 1)} here; trials in {sweep.folder}; "
                f"storage {masked(sweep.storage)}")
     board = make_board(sweep)
-    signum = None
-    if outstanding(trials):
-        signum = _run_workers(sweep, study, board)
     try:
-        if signum is None:
-            reap(study)  # a worker that died (killed, out of memory) leaves its trial failed, not running
-        trials = study.get_trials(deepcopy=False)
-    except STORAGE_ERRORS as err:
-        raise StorageLost(f"lost the storage {masked(sweep.storage)} ({_first_line(err)}); the trial folders "
-                          "are intact: run the same command to continue once it answers") from None
-    if board is not None:
-        board.draw(trial_rows(trials))
+        signum = None
+        if outstanding(trials):
+            signum = _run_workers(sweep, study, board)
+        try:
+            if signum is None:
+                reap(study)  # a worker that died (killed, out of memory) leaves its trial failed, not running
+            trials = study.get_trials(deepcopy=False)
+        except STORAGE_ERRORS as err:
+            raise StorageLost(f"lost the storage {masked(sweep.storage)} ({_first_line(err)}); the trial folders "
+                              "are intact: run the same command to continue once it answers") from None
+        if board is not None:
+            board.draw(trial_rows(trials))
+    finally:
+        if board is not None:
+            board.close()  # delivers what is queued
     click.echo(summary_table(sweep, trials))
     if signum is not None:
         done = sweep.trials - outstanding(trials)
@@ -862,19 +866,18 @@ def reproduce_command(sweep: Sweep, values: dict) -> str:
 
 
 def make_board(sweep: Sweep):
-    """The study's own dashboard environment, or None with --no-viz or no server."""
+    """The study's own dashboard environment, drawn through the live sink into OUT/STUDY/events.jsonl; None with --no-viz.
+
+    A server that is missing costs one warning line: the board fills in once one answers,
+    and ``trainviz replay OUT/STUDY --env STUDY`` rebuilds it any time.
+    """
     if not sweep.config["viz"]:
         return None
-    from viz.visdom_sink import connect  # visdom's client: only for a sweep with a dashboard
+    from viz.visdom_sink import VisdomSink  # visdom's client: only for a sweep with a dashboard
 
-    server, port = sweep.config["server"], sweep.config["port"]
-    vis = connect(server, port, sweep.study)
-    if vis is None:
-        click.echo(f"warning: no visdom server answers at {server}:{port}; the sweep goes on without its "
-                   f"dashboard, and each trial keeps its events.jsonl for trainviz replay "
-                   f"(trainviz server start --port {port})", err=True)
-        return None
-    return SweepBoard(vis, sweep.study, [p.field for p in sweep.params])
+    sweep.folder.mkdir(parents=True, exist_ok=True)
+    sink = VisdomSink(sweep.config["server"], sweep.config["port"], sweep.study, sweep.folder / "events.jsonl")
+    return SweepBoard(sink, [p.field for p in sweep.params])
 
 
 def capped_jobs(jobs: int, trials: int, memory: int | None) -> int:
