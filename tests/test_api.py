@@ -23,10 +23,10 @@ from click.testing import CliRunner
 
 import viz
 from trainers.cli import cli
-from trainers.run import RunDir
-from trainers.runs import find_runs, summary
+from trainers.core.run import RunDir
+from trainers.runs.table import find_runs, summary
 from viz import api
-from viz.sink import RecordingSink, read_events
+from viz.dashboard.sink import RecordingSink, read_events
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -150,7 +150,7 @@ def test_an_exception_in_the_with_block_ends_the_run_failed_and_ctrl_c_stopped(t
 
 
 def test_a_second_writer_of_a_run_folder_is_refused_while_the_run_is_open(tmp_path):
-    from trainers.run import Busy
+    from trainers.core.run import Busy
 
     run = viz.init(name="held", out=tmp_path, dashboard=False)
     with pytest.raises(Busy, match="is in use"):

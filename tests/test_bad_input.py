@@ -70,10 +70,10 @@ def test_bad_mlp_options(args, words, idx_dir, tmp_path):
 
 def test_a_model_that_cannot_be_allocated_says_so_in_one_line(idx_dir, tmp_path, monkeypatch):
     """Past the estimate (memory the machine reports free), the allocator's own refusal is one line too."""
-    import trainers.command
-    from trainers import mlp
+    import trainers.core.training
+    from trainers.models import mlp
 
-    monkeypatch.setattr(trainers.command, "available_memory", lambda: None)  # no estimate: build it
+    monkeypatch.setattr(trainers.core.training, "available_memory", lambda: None)  # no estimate: build it
 
     def refuse(config, device):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "

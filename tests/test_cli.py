@@ -152,7 +152,7 @@ def test_version():
 
 def test_every_activation_choice_has_a_layer():
     from trainers.catalog import ACTIVATIONS
-    from trainers.mlp import ACTIVATION_LAYERS
+    from trainers.models.mlp import ACTIVATION_LAYERS
 
     assert set(ACTIVATIONS) == set(ACTIVATION_LAYERS)
 
@@ -162,7 +162,7 @@ def test_visdom_is_imported_without_torch_and_leaves_sys_modules_alone():
     import subprocess
     import sys
 
-    script = ("import sys; from viz.client import visdom; "
+    script = ("import sys; from viz.dashboard.client import visdom; "
               "print('torch' in sys.modules, 'openTSNE' in sys.modules, sys.meta_path[0].__class__.__name__); "
               "import torch; print(type(sys.modules['torch']).__name__)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,

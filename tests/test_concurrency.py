@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, write_idx_dir
-from trainers.run import RunDir
-from viz import frontend, server
+from trainers.core.run import RunDir
+from viz.server import frontend, manager as server
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = 4
@@ -30,7 +30,7 @@ LOAD_SCRIPT = """
 import dataclasses, sys
 from pathlib import Path
 import torch
-from trainers import data
+from trainers.core import data
 folder, mode = Path(sys.argv[1]), sys.argv[2]
 if mode == "system":
     data.DATASETS["fashion-mnist"] = dataclasses.replace(data.DATASETS["fashion-mnist"], system_dir=folder)

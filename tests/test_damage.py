@@ -27,7 +27,7 @@ from test_dashboard_e2e import browser  # noqa: F401  (the fixture: headless Chr
 from tests.conftest import missing, write_idx_dir
 from tests.test_bad_input import assert_one_line_error
 from trainers.cli import cli
-from trainers.run import RunDir
+from trainers.core.run import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = socket.gethostname()
@@ -268,7 +268,7 @@ def test_a_second_writer_is_refused_naming_the_first_and_a_killed_one_lets_go(tm
 
 
 def test_the_lock_is_the_kernels_and_held_only_while_writing(tmp_path):
-    from trainers.run import Busy
+    from trainers.core.run import Busy
 
     run = RunDir.create(tmp_path, "mlp")
     run.write_status("running")
@@ -358,7 +358,7 @@ def test_appends_are_whole_or_cut_back(tmp_path, monkeypatch):
 def test_the_status_is_rewritten_in_place_when_no_new_file_fits(tmp_path, monkeypatch):
     import errno
 
-    from trainers import run as run_module
+    from trainers.core import run as run_module
 
     run = RunDir.create(tmp_path, "mlp")
     run.write_status("running")
@@ -391,9 +391,10 @@ def sweep_trials(folder: Path):
 
 def test_a_trial_that_crashes_is_failed_in_the_storage_and_its_folder(idx_dir, tmp_path, monkeypatch):
     """A bug inside a trial: the worker records it and goes on; the sweep then ends in one line, exit 1."""
-    from trainers import command, sweep
+    from trainers.core import training as command
+    from trainers.sweeps import study as sweep
     from trainers.catalog import TRAINERS
-    from trainers.search import parse_params
+    from trainers.sweeps.space import parse_params
 
     out = tmp_path / "runs"
     args = ["sweep", "mlp", "--data-dir", str(idx_dir), "--out", str(out), *SWEEP, "--param", "lr=0.05|0.1",
@@ -442,7 +443,7 @@ def test_a_sweep_whose_every_trial_fails_exits_1_in_one_line(idx_dir, tmp_path):
 
 
 def test_jobs_are_capped_by_the_trials_and_by_memory(capsys):
-    from trainers.sweep import WORKER_MEMORY, capped_jobs
+    from trainers.sweeps.study import WORKER_MEMORY, capped_jobs
 
     assert capped_jobs(8, 3, None) == 3
     assert capped_jobs(4, 10, int(2.5 * WORKER_MEMORY)) == 2
@@ -482,7 +483,7 @@ def test_a_half_written_journal_line_is_recovered_and_a_damaged_one_refused(idx_
 
 def test_the_chosen_trials_test_record_is_written_once(idx_dir, tmp_path):
     """Two sweeps ending together: one measures the test accuracy, the other waits and reads it."""
-    from trainers.sweep import test_record
+    from trainers.sweeps.study import test_record
 
     run = RunDir(train(tmp_path / "runs", idx_dir, "--epochs", "1", "--val-size", "100", "--no-test"))
     other = {}
@@ -506,7 +507,7 @@ def test_the_chosen_trials_test_record_is_written_once(idx_dir, tmp_path):
 
 
 def test_the_login_secret_is_0600_in_a_0700_folder(tmp_path, monkeypatch):
-    from viz import server
+    from viz.server import manager as server
 
     home = tmp_path / "home"
     monkeypatch.setenv("HOME", str(home))
@@ -528,7 +529,7 @@ def test_the_login_secret_is_0600_in_a_0700_folder(tmp_path, monkeypatch):
 
 
 def test_a_fresh_login_secret_is_random_and_private(tmp_path, monkeypatch):
-    from viz import server
+    from viz.server import manager as server
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("VISDOM_USERNAME", "ann")
@@ -573,7 +574,7 @@ def test_fashion_mnist_files_are_not_taken_for_mnist(tmp_path):
 
 
 def test_events_the_renderer_cannot_draw_are_skipped_and_counted(tmp_path):
-    from viz.sink import RecordingSink, read_events
+    from viz.dashboard.sink import RecordingSink, read_events
 
     sink = RecordingSink()
     sink.scalars("loss", x=1, values={"train": 0.5})

@@ -30,9 +30,9 @@ from click.testing import CliRunner
 from conftest import RAW, free_port, idx_bytes, missing, synthetic_split, write_idx_dir
 from trainers.cli import cli
 from trainers.catalog import DATASETS
-from viz import frontend, server
-from viz.render import TRACE_CAP
-from viz.windows import COMPARE_ENV, WINDOWS, title
+from viz.server import frontend, manager as server
+from viz.dashboard.render import TRACE_CAP
+from viz.dashboard.windows import COMPARE_ENV, WINDOWS, title
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +110,7 @@ class VisdomServer:
 def start_server(root: Path, env_dir: str = "envs") -> VisdomServer:
     """A started server, or a skip when visdom's front-end files are not installed."""
     if not frontend.is_ready():
-        missing("visdom front-end files not installed: python -c 'from viz import frontend; frontend.install()'")
+        missing("visdom front-end files not installed: python -c 'from viz.server import frontend; frontend.install()'")
     running = VisdomServer(root)
     running.start(env_dir)
     return running
@@ -512,7 +512,7 @@ def test_four_trainers_at_once_keep_their_own_windows(visdom_port, tmp_path):
 
 def test_a_run_is_recorded_as_a_visdom_experiment_where_visdom_keeps_them(tmp_path):
     """visdom 0.3.0 stores an experiment per environment: the run's settings, last numbers and status."""
-    from viz.client import EXPERIMENTS
+    from viz.dashboard.client import EXPERIMENTS
 
     running = start_server(tmp_path / "server")
     try:

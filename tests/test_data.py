@@ -15,8 +15,8 @@ import torch
 from torchvision import datasets
 
 from tests.conftest import RAW, free_port, write_idx_dir
-from trainers import data as data_module
-from trainers.data import DataError, load
+from trainers.core import data as data_module
+from trainers.core.data import DataError, load
 
 CPU = torch.device("cpu")
 
@@ -110,7 +110,7 @@ def test_failed_download_names_every_way_to_get_the_data(tmp_path, monkeypatch):
 DECODED_ONLY = """
 import sys, torch
 from pathlib import Path
-from trainers.data import load
+from trainers.core.data import load
 data = load("mnist", Path(sys.argv[1]), torch.device("cpu"))
 print(len(data.train), "torchvision" in sys.modules)
 """

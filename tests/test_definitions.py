@@ -19,13 +19,13 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from tests.conftest import synthetic_split
-from trainers import loop
+from trainers.core import loop
 from trainers.cli import cli
-from trainers.data import Data, Split, floats
-from trainers.loop import Parts, Progress, evaluate, fit
-from trainers.mlp import MLP
-from trainers.run import RunDir
-from trainers.runs import sort_rows, summary
+from trainers.core.data import Data, Split, floats
+from trainers.core.loop import Parts, Progress, evaluate, fit
+from trainers.models.mlp import MLP
+from trainers.core.run import RunDir
+from trainers.runs.table import sort_rows, summary
 
 N, BATCH = 50, 16  # batches of 16, 16, 16 and 2: the last one much smaller
 SIZES = [16, 16, 16, 2]
@@ -166,8 +166,8 @@ def test_compare_names_runs_whose_curves_coincide(tmp_path):
     """Three runs of one seed draw on top of each other in compare: it says so instead of showing one."""
     import json as _json
 
-    from trainers.run import RunDir
-    from trainers.runs import identical_curves
+    from trainers.core.run import RunDir
+    from trainers.runs.table import identical_curves
 
     def run(name: str, accuracy: float, seconds: float) -> RunDir:
         folder = tmp_path / name

@@ -7,11 +7,11 @@ from unittest.mock import MagicMock
 import numpy as np
 import pytest
 
-from trainers.report import Smoothed
-from viz import render
-from viz.client import Client
-from viz.economy import Budget, decimate
-from viz.render import CAPTION, TILE, Renderer, confusion_figure, diverging
+from trainers.core.report import Smoothed
+from viz.dashboard import render
+from viz.dashboard.client import Client
+from viz.dashboard.economy import Budget, decimate
+from viz.dashboard.render import CAPTION, TILE, Renderer, confusion_figure, diverging
 
 
 class Clock:
@@ -142,7 +142,7 @@ def test_smoothed_loss_is_a_debiased_moving_average():
 
 
 def test_confusion_and_templates_events_become_one_request_each():
-    from viz.sink import RecordingSink
+    from viz.dashboard.sink import RecordingSink
 
     sink = RecordingSink()
     sink.confusion("confusion", [[3, 1], [0, 4]], ["a", "b"])

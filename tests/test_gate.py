@@ -17,10 +17,10 @@ import pytest
 import websocket
 
 from tests.conftest import free_port
-from viz import frontend, server
-from viz.client import connect
-from viz.render import Renderer
-from viz.visdom_server import Gate, host_name, is_loopback
+from viz.server import frontend, manager as server
+from viz.dashboard.client import connect
+from viz.dashboard.render import Renderer
+from viz.server.visdom_server import Gate, host_name, is_loopback
 
 EVIL = "http://evil.example"
 WINDOW = {"data": [{"content": "<img src=x onerror=alert(1)>", "type": "text"}], "win": "note",

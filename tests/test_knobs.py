@@ -9,11 +9,11 @@ import torch
 from click.testing import CliRunner
 
 from trainers.cli import cli
-from trainers.data import Data, Split
-from trainers.mlp import MLP
-from trainers.mlp_lowlevel import LowLevelMLP, dropout
-from trainers.schedule import Schedule
-from trainers.scratch_softmax import SGD
+from trainers.core.data import Data, Split
+from trainers.models.mlp import MLP
+from trainers.models.mlp_lowlevel import LowLevelMLP, dropout
+from trainers.core.schedule import Schedule
+from trainers.models.scratch_softmax import SGD
 
 
 @pytest.mark.parametrize("momentum, weight_decay", [(0.0, 0.0), (0.9, 0.0), (0.0, 0.01), (0.9, 0.01)])

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.scratch_softmax import SGD, SoftmaxRegression, cross_entropy, log_softmax, softmax
+from trainers.models.scratch_softmax import SGD, SoftmaxRegression, cross_entropy, log_softmax, softmax
 
 
 def test_softmax_of_small_logits_matches_the_definition():
@@ -66,7 +66,7 @@ def test_hand_written_sgd_takes_one_exact_step():
 
 
 def test_scratch_model_matches_nn_linear_with_the_same_weights():
-    from trainers.nn_softmax import softmax_regression
+    from trainers.models.nn_softmax import softmax_regression
 
     scratch, net = SoftmaxRegression(), softmax_regression()
     with torch.no_grad():

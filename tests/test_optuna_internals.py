@@ -1,4 +1,4 @@
-"""The Optuna internals trainers/optuna_internals.py relies on are still where it looks for them.
+"""The Optuna internals trainers/sweeps/optuna_internals.py relies on are still where it looks for them.
 
 Each check names the internal, so an Optuna release that moves one fails here by name,
 before a sweep meets it.
@@ -9,7 +9,7 @@ import inspect
 import optuna
 from optuna.trial import TrialState
 
-from trainers import optuna_internals as internals
+from trainers.sweeps import optuna_internals as internals
 
 
 def _study() -> optuna.Study:

@@ -91,14 +91,14 @@ def leaves(group: click.Group):
 
 @pytest.mark.parametrize("line", commands())
 def test_every_command_is_accepted_by_the_command_line(line, monkeypatch, tmp_path):
-    import trainers.command
-    import trainers.sweep
+    import trainers.core.training
+    import trainers.sweeps.study
 
     # Trainer runs and sweeps check everything up to where training would start; the other
     # commands read or serve what exists, so for them parsing is what the README promises.
     started = []
-    monkeypatch.setattr(trainers.command, "train", lambda config, *a, **k: started.append(config))
-    monkeypatch.setattr(trainers.sweep, "run", lambda sweep: started.append(sweep))
+    monkeypatch.setattr(trainers.core.training, "train", lambda config, *a, **k: started.append(config))
+    monkeypatch.setattr(trainers.sweeps.study, "run", lambda sweep: started.append(sweep))
     for group, command in leaves(cli):
         if command.name not in TRAINERS:
             monkeypatch.setattr(command, "callback", lambda **options: started.append(options))

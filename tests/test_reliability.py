@@ -127,7 +127,7 @@ def test_divergence_after_a_good_epoch_keeps_that_epoch(tmp_path, monkeypatch):
     """A loss that turns NaN in epoch 2 leaves epoch 1's checkpoint and records intact."""
     import torch
 
-    from trainers import nn_softmax
+    from trainers.models import nn_softmax
 
     data = write_idx_dir(tmp_path / "idx")
     original = nn_softmax.build

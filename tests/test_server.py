@@ -1,4 +1,4 @@
-"""Tests for viz.server (real visdom processes on free ports) and viz.frontend."""
+"""Tests for viz.server.manager (real visdom processes on free ports) and viz.frontend."""
 
 import ast
 import http.server
@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from viz import frontend, server
+from viz.server import frontend, manager as server
 
 needs_frontend = pytest.mark.skipif(
     not frontend.is_ready(),
     reason="visdom front-end files not installed (needs npm once): "
-    "python -c 'from viz import frontend; frontend.install()'",
+    "python -c 'from viz.server import frontend; frontend.install()'",
 )
 
 
@@ -460,7 +460,7 @@ def test_install_puts_npm_files_where_visdom_looks(fake_static, tmp_path, monkey
 INSTALL_SCRIPT = """
 import sys
 from pathlib import Path
-from viz import frontend
+from viz.server import frontend
 frontend.static_dir = lambda: Path(sys.argv[1])
 frontend.install(echo=lambda line: None)
 """

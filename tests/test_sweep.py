@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from tests.conftest import write_idx_dir
 from tests.test_bad_input import assert_one_line_error
 from trainers.cli import cli
-from trainers.runs import find_runs, summary
+from trainers.runs.table import find_runs, summary
 
 ROOT = Path(__file__).resolve().parent.parent
 # Small and quick: 600 training images of which 100 validate, batches of 32.
@@ -51,7 +51,7 @@ def trial_folders(out: Path) -> list[dict]:
 
 def parse(*specs: str):
     from trainers.catalog import TRAINERS
-    from trainers.search import parse_params
+    from trainers.sweeps.space import parse_params
 
     command = cli.commands["sweep"].commands["mlp"]
     ctx = command.make_context("mlp", ["--param", "lr=1"])
@@ -59,7 +59,7 @@ def parse(*specs: str):
 
 
 def test_specs_parse_into_choices_and_ranges():
-    from trainers.search import grid_points, is_grid
+    from trainers.sweeps.space import grid_points, is_grid
 
     lr, hidden, batch, dropout = parse("lr=0.01..0.3:log", "hidden=100|200,200", "batch-size=16..256:int",
                                        "dropout=0..0.5")
@@ -74,7 +74,7 @@ def test_specs_parse_into_choices_and_ranges():
 
 
 def test_a_sampled_value_becomes_what_the_option_gives():
-    from trainers.search import convert
+    from trainers.sweeps.space import convert
 
     command = cli.commands["sweep"].commands["mlp"]
     ctx = command.make_context("mlp", ["--param", "lr=1"])
@@ -85,7 +85,7 @@ def test_a_sampled_value_becomes_what_the_option_gives():
 
 
 def test_the_storage_password_is_masked():
-    from trainers.sweep import masked
+    from trainers.sweeps.study import masked
 
     assert masked("postgresql://ann:s3cr:et@db.example/sweeps") == "postgresql://ann:***@db.example/sweeps"
     assert masked("runs/study/journal.log") == "runs/study/journal.log"
@@ -107,7 +107,7 @@ def trials_of(*ended: tuple[str, float | None]):
 
 
 def test_the_chosen_trial_has_the_best_validation_accuracy_of_the_finished_ones_the_earliest_of_equals():
-    from trainers.sweep import best_trial
+    from trainers.sweeps.study import best_trial
 
     trials = trials_of(("COMPLETE", 0.81), ("PRUNED", 0.95), ("COMPLETE", 0.84), ("FAIL", None),
                        ("COMPLETE", 0.84), ("COMPLETE", 0.79))
@@ -123,8 +123,8 @@ def test_a_claim_is_reaped_only_once_its_pid_is_written_and_that_process_is_gone
     from optuna.storages.journal import JournalFileBackend
     from optuna.trial import TrialState
 
-    from trainers import optuna_internals as internals
-    from trainers.sweep import HOST, reap, take
+    from trainers.sweeps import optuna_internals as internals
+    from trainers.sweeps.study import HOST, reap, take
 
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
     study = optuna.create_study(storage=storage, direction="maximize")
@@ -154,9 +154,9 @@ def test_a_claim_is_reaped_only_once_its_pid_is_written_and_that_process_is_gone
 def test_a_trial_tells_the_study_its_validation_accuracy_even_with_a_test_accuracy_at_hand(monkeypatch):
     import optuna
 
-    from trainers import command
-    from trainers.config import MLPConfig
-    from trainers.sweep import Sweep, run_trial
+    from trainers.core import training as command
+    from trainers.core.config import MLPConfig
+    from trainers.sweeps.study import Sweep, run_trial
 
     monkeypatch.setattr(command, "train", lambda config, data, labels, hooks: {"val_acc": 0.7, "test_acc": 0.9})
     sweep = Sweep(trainer="mlp", config=MLPConfig(val_size=100).to_dict(), params=(), study="s", storage="",
@@ -171,7 +171,7 @@ def test_a_trial_tells_the_study_its_validation_accuracy_even_with_a_test_accura
 
 def planned(monkeypatch, idx_dir: Path, tmp_path: Path, *args: str):
     """The Sweep that ``trainviz sweep mlp ARGS`` plans; nothing runs."""
-    from trainers import sweep
+    from trainers.sweeps import study as sweep
 
     plans = []
     monkeypatch.setattr(sweep, "run", plans.append)
@@ -186,7 +186,7 @@ def judged(sweep, finished: int, curve: list[float], others: float = 0.85) -> li
     import optuna
     from optuna.trial import TrialState, create_trial
 
-    from trainers.sweep import make_pruner
+    from trainers.sweeps.study import make_pruner
 
     study = optuna.create_study(direction="maximize", pruner=make_pruner(sweep))
     for _ in range(finished):
@@ -229,7 +229,7 @@ def test_tpe_models_the_space_after_a_fifth_of_the_trials():
     """Optuna's default, 10 random trials, would leave 6 of a 16-trial study to the model."""
     import optuna
 
-    from trainers.sweep import Sweep, make_sampler, startup_trials
+    from trainers.sweeps.study import Sweep, make_sampler, startup_trials
 
     assert [startup_trials(n) for n in (8, 16, 20, 50, 200)] == [4, 4, 4, 10, 10]
 
@@ -260,8 +260,8 @@ def with_error(record: dict) -> str:
 
 
 def trainings(monkeypatch) -> list:
-    """The configs ``trainers.command.train`` is called with in this process (a sweep's trials run in workers)."""
-    from trainers import command
+    """The configs ``trainers.core.training.train`` is called with in this process (a sweep's trials run in workers)."""
+    from trainers.core import training as command
 
     trained = []
     real_train = command.train
@@ -271,7 +271,7 @@ def trainings(monkeypatch) -> list:
 
 
 def test_test_accuracies_come_with_their_binomial_standard_error():
-    from trainers.sweep import accuracy_text, error_note, standard_error
+    from trainers.sweeps.study import accuracy_text, error_note, standard_error
 
     assert standard_error(0.89, 10_000) == pytest.approx(0.0031289)  # a third of a point
     assert standard_error(0.5, 100) == pytest.approx(0.05)
@@ -285,7 +285,7 @@ def test_test_accuracies_come_with_their_binomial_standard_error():
 
 def test_refit_trains_the_chosen_settings_on_training_and_validation_images_and_reproduces(
         idx_dir, tmp_path, monkeypatch):
-    from trainers.run import RunDir
+    from trainers.core.run import RunDir
 
     trained = trainings(monkeypatch)
     out = tmp_path / "runs"
@@ -329,8 +329,8 @@ def test_refit_trains_the_chosen_settings_on_training_and_validation_images_and_
 
 
 def test_a_refit_stopped_midway_continues_from_its_checkpoint_with_the_same_command(idx_dir, tmp_path, monkeypatch):
-    from trainers import sweep
-    from trainers.run import RunDir
+    from trainers.sweeps import study as sweep
+    from trainers.core.run import RunDir
 
     trained = trainings(monkeypatch)
     stops = [signal.SIGTERM]  # once, as the refit's first epoch ends: it stops early in the second
@@ -519,7 +519,7 @@ def test_trials_left_running_by_a_killed_sweep_run_again(tmp_path):
 
 def test_the_parsed_search_space_is_printed_before_anything_starts(idx_dir, tmp_path, monkeypatch):
     """A SPEC cut short by the shell (`dropout=0|0.2` unquoted) shows as one choice at once."""
-    from trainers import sweep
+    from trainers.sweeps import study as sweep
     from trainers.options import UserError
 
     def refuse(_):

@@ -17,20 +17,20 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from trainers.command import make_sink
-from trainers.config import TrainConfig
-from trainers.data import Data, Split, floats
-from trainers.loop import Evaluation, Parts
-from trainers.report import learned_weights, report_curves, report_layers, report_panes
-from trainers.run import RunDir
-from viz import client
-from viz.client import Client
+from trainers.core.training import make_sink
+from trainers.core.config import TrainConfig
+from trainers.core.data import Data, Split, floats
+from trainers.core.loop import Evaluation, Parts
+from trainers.core.report import learned_weights, report_curves, report_layers, report_panes
+from trainers.core.run import RunDir
+from viz.dashboard import client
+from viz.dashboard.client import Client
 from viz.panes import caption
-from viz.render import CAPTION, GREEN, RED, TILE, LostState, Renderer, label_tiles, text_html
-from viz.render import IMAGE_CHROME, TRACE_CAP
-from viz.sink import LabelledSink, RecordingSink, Sink, decode_array, decode_images, read_events
-from viz.visdom_sink import VisdomSink, rebuild
-from viz.windows import WINDOWS, opts, title
+from viz.dashboard.render import CAPTION, GREEN, RED, TILE, LostState, Renderer, label_tiles, text_html
+from viz.dashboard.render import IMAGE_CHROME, TRACE_CAP
+from viz.dashboard.sink import LabelledSink, RecordingSink, Sink, decode_array, decode_images, read_events
+from viz.dashboard.sender import VisdomSink, rebuild
+from viz.dashboard.windows import WINDOWS, opts, title
 
 SERVER, PORT, ENV = "http://localhost", 8097, "run-1"
 
@@ -451,7 +451,7 @@ def test_captions_are_drawn_as_pillow_draws_multiline_text():
 
 
 def test_a_caption_too_wide_for_its_tile_is_wrapped_at_spaces_not_cut():
-    from viz.render import caption_font, wrapped
+    from viz.dashboard.render import caption_font, wrapped
 
     text = "Ankle boot\n-> T-shirt/top 100%"
     assert [piece for line in text.split("\n") for piece in wrapped(line)] == \
@@ -542,7 +542,7 @@ def test_a_linear_classifier_shows_one_template_per_class():
 
 
 def test_hand_written_weights_are_read_input_first():
-    from trainers.scratch_softmax import SoftmaxRegression
+    from trainers.models.scratch_softmax import SoftmaxRegression
 
     torch.manual_seed(0)
     model = SoftmaxRegression(classes=3)  # W is (784, classes)
@@ -552,7 +552,7 @@ def test_hand_written_weights_are_read_input_first():
 
 
 def test_an_mlp_shows_its_strongest_first_layer_units():
-    from trainers.mlp import MLP
+    from trainers.models.mlp import MLP
 
     torch.manual_seed(0)
     model = MLP((784, 40, 10))
@@ -658,7 +658,7 @@ def test_a_series_event_draws_like_the_scalar_events_it_replaces():
 
 
 def test_held_events_are_released_in_page_order_each_window_in_time_order():
-    from viz.sink import HeldSink
+    from viz.dashboard.sink import HeldSink
 
     held, sink = HeldSink(), RecordingSink()
     held.scalars("lr", x=50, values={"lr": 0.1})
@@ -687,7 +687,7 @@ def test_how_a_run_ended_goes_to_the_client_as_it_was_recorded():
                                            ("failed", "failed"), ("stopped", None)])
 def test_visdom_experiments_get_the_metrics_the_status_and_an_end_only_when_final(monkeypatch, status, final):
     """On visdom 0.3.0+ (EXPERIMENTS) a run's end is logged; a stopped run stays open, to be resumed."""
-    from viz import client
+    from viz.dashboard import client
 
     monkeypatch.setattr(client, "EXPERIMENTS", True)
     vis = MagicMock()
@@ -703,7 +703,7 @@ def test_visdom_experiments_get_the_metrics_the_status_and_an_end_only_when_fina
 
 
 def test_visdom_without_experiments_gets_no_experiment_calls(monkeypatch):
-    from viz import client
+    from viz.dashboard import client
 
     monkeypatch.setattr(client, "EXPERIMENTS", False)
     vis = MagicMock()
@@ -727,7 +727,7 @@ def test_pane_titles_name_the_split_they_show(split, shown):
 
 
 def test_the_trials_table_window_is_as_tall_as_its_rows_up_to_its_own_height():
-    from viz.sweep_board import TABLE_CHROME, TABLE_ROW, SweepBoard, table_height
+    from viz.dashboard.sweep_board import TABLE_CHROME, TABLE_ROW, SweepBoard, table_height
 
     assert table_height(4) == TABLE_CHROME + 5 * TABLE_ROW  # the heading and four trials
     assert table_height(1000) == WINDOWS["sweep_trials"].height
@@ -746,7 +746,7 @@ TRIAL = {"number": 3, "params": {"lr": 0.1, "hidden": "200,200"}, "state": "comp
 
 def test_a_sweep_board_is_one_trials_event_drawn_into_its_three_windows(tmp_path):
     recorded = RecordingSink()
-    from viz.sweep_board import SweepBoard
+    from viz.dashboard.sweep_board import SweepBoard
 
     board = SweepBoard(recorded, ["lr", "hidden"])
     board.draw([{**TRIAL, "curve": []}])  # no epoch yet: nothing drawn

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainers.config import MLPConfig, TrainConfig
+from trainers.core.config import MLPConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,13 @@ class Trainer:
 
 
 TRAINERS = {trainer.name: trainer for trainer in (
-    Trainer("scratch-softmax", "trainers.scratch_softmax", TrainConfig,
+    Trainer("scratch-softmax", "trainers.models.scratch_softmax", TrainConfig,
             "Softmax regression from scratch: hand-written softmax, cross-entropy and SGD."),
-    Trainer("nn-softmax", "trainers.nn_softmax", TrainConfig,
+    Trainer("nn-softmax", "trainers.models.nn_softmax", TrainConfig,
             "Softmax regression with torch.nn.Linear, nn.CrossEntropyLoss and optim.SGD."),
-    Trainer("mlp-lowlevel", "trainers.mlp_lowlevel", MLPConfig,
+    Trainer("mlp-lowlevel", "trainers.models.mlp_lowlevel", MLPConfig,
             "MLP (784-200-200-10 by default) from raw tensors, F.relu and F.cross_entropy."),
-    Trainer("mlp", "trainers.mlp", MLPConfig,
+    Trainer("mlp", "trainers.models.mlp", MLPConfig,
             "MLP as an nn.Module with ReLU or LeakyReLU hidden layers.", activation=True),
 )}
 
@@ -64,5 +64,5 @@ DATASETS = {
                      (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)),
 }
 
-# The class-based MLP's --activation choices; trainers.mlp maps each to its nn.Module.
+# The class-based MLP's --activation choices; trainers.models.mlp maps each to its nn.Module.
 ACTIVATIONS = ("relu", "leaky-relu")

@@ -16,13 +16,13 @@ from click.core import ParameterSource
 
 from trainers import __version__
 from trainers.catalog import TRAINERS, Trainer
-from trainers.errors import TrainvizError, UserError
+from trainers.core.errors import TrainvizError, UserError
 from trainers.options import env_name, server_options, train_options
-from trainers.run import Damaged, RunDir
-from trainers.runs import COLUMNS, find_runs, format_table, problems, sort_rows, summary
-from trainers.search import PRUNERS
-from viz.server import server_cli
-from viz.windows import COMPARE_ENV
+from trainers.core.run import Damaged, RunDir
+from trainers.runs.table import COLUMNS, find_runs, format_table, problems, sort_rows, summary
+from trainers.sweeps.space import PRUNERS
+from viz.server.manager import server_cli
+from viz.dashboard.windows import COMPARE_ENV
 
 
 class OneLineErrors(click.Group):
@@ -55,7 +55,7 @@ def trainer_command(trainer: Trainer) -> click.Command:
     @click.command(trainer.name, help=trainer.summary)
     @train_options(trainer.config, activation=trainer.activation)
     def command(**options):
-        from trainers.command import train  # torch, torchvision: only now that a run starts
+        from trainers.core.training import train  # torch, torchvision: only now that a run starts
 
         given = click.get_current_context().get_parameter_source("epochs") == ParameterSource.COMMANDLINE
         train(trainer.config(trainer=trainer.name, **options), epochs_given=given)
@@ -124,11 +124,11 @@ def sweep_command(trainer: Trainer) -> click.Command:
                             "chosen trial's test accuracy is reported at the end")
         if not options["val_size"]:
             raise UserError("a sweep chooses on a validation split: give --val-size N above 0")
-        from trainers.search import parse_params
+        from trainers.sweeps.space import parse_params
 
         params = parse_params(specs, trainer.config, ctx.command, ctx)
         config = trainer.config(trainer=trainer.name, **{**options, "test": False}).to_dict()
-        from trainers import sweep  # Optuna: only now that a sweep starts
+        from trainers.sweeps import study as sweep  # Optuna: only now that a sweep starts
 
         sweep.run(sweep.plan(trainer.name, config, params, study=study, storage=storage, sampler=sampler,
                              trials=trials, prune=prune, pruner=pruner, jobs=jobs, heartbeat=heartbeat,
@@ -146,7 +146,7 @@ cli.add_command(server_cli)
 
 def visdom_at(server: str, port: int, env: str):
     """A client of the visdom server at server:port, or a UserError saying how to start one."""
-    from viz.visdom_sink import connect  # visdom's client: only for the commands that draw
+    from viz.dashboard.sender import connect  # visdom's client: only for the commands that draw
 
     vis = connect(server, port, env)
     if vis is None:
@@ -172,9 +172,9 @@ def replay_command(run_dir: Path, server: str, port: int, env: str | None):
             raise Damaged(err.file, err.problem, "name the environment to draw into with --env") from None
         except OSError as err:
             raise UserError(f"cannot read {run.config_file} ({err.strerror}); name the environment with --env") from None
-    from viz.render import Renderer
-    from viz.sink import read_events
-    from viz.visdom_sink import rebuild
+    from viz.dashboard.render import Renderer
+    from viz.dashboard.sink import read_events
+    from viz.dashboard.sender import rebuild
 
     try:
         events, damaged = read_events(run.events_file)
@@ -219,8 +219,8 @@ def compare_command(run_dirs: tuple[Path, ...], server: str, port: int, env: str
         if drawn_from:
             raise UserError(f"{run.path} is damaged: {drawn_from[0]}; restore it from a copy of the run folder, "
                             "or compare without it")
-    from trainers.runs import comparison_events, identical_curves
-    from viz.render import Renderer
+    from trainers.runs.table import comparison_events, identical_curves
+    from viz.dashboard.render import Renderer
 
     vis = visdom_at(server, port, env)
     vis.close(None, env=env)  # only the runs asked for
@@ -242,7 +242,7 @@ def evaluate_command(run_dir: Path, data_dir: Path | None, device: str):
     run = RunDir(run_dir)
     if not run.checkpoint_file.is_file():
         raise UserError(f"{run_dir} holds no checkpoint.pt: give the folder of a trainviz run")
-    from trainers.command import evaluate_run
+    from trainers.core.training import evaluate_run
 
     result = evaluate_run(run, data_dir, device)
     click.echo(f"{run_dir}: test loss {result.loss:.4f}, test accuracy {result.accuracy:.4f}")

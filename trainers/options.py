@@ -15,9 +15,9 @@ from pathlib import Path
 import click
 
 from trainers.catalog import ACTIVATIONS, DATASETS
-from trainers.config import MLPConfig, TrainConfig
-from trainers.errors import UserError
-from trainers.schedule import SCHEDULES
+from trainers.core.config import MLPConfig, TrainConfig
+from trainers.core.errors import UserError
+from trainers.core.schedule import SCHEDULES
 
 
 # The largest learning rate and weight decay taken: far past any that trains (a rate of 1e6

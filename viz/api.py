@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 
 from viz.defaults import PORT, SERVER
-from viz.sink import SCALES, Sink
-from viz.windows import LOGGED_NAME, logged
+from viz.dashboard.sink import SCALES, Sink
+from viz.dashboard.windows import LOGGED_NAME, logged
 
 READ_EVERY = 1.0  # seconds between read-backs of the logged values (and writes of metrics.jsonl)
 clock = time.monotonic  # what times the read-backs
@@ -356,7 +356,7 @@ def init(name: str | None = None, config: dict | None = None, out: str | os.Path
             else http://localhost:8097.
         dashboard: False writes the run folder only.
     """
-    from trainers.run import RunDir  # the run folder the trainers write, so `trainviz runs` reads both
+    from trainers.core.run import RunDir  # the run folder the trainers write, so `trainviz runs` reads both
 
     name = name or (Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c") else "run")
     stem = "".join(c if c.isalnum() or c in "_-." else "-" for c in str(name)).strip(".-")[:60] or "run"
@@ -372,7 +372,7 @@ def init(name: str | None = None, config: dict | None = None, out: str | os.Path
     run_dir.write_config(settings)
     run_dir.write_status("running")
     if dashboard:
-        from viz.visdom_sink import VisdomSink  # visdom's client and requests: only when drawing
+        from viz.dashboard.sender import VisdomSink  # visdom's client and requests: only when drawing
 
         sink = VisdomSink(server, port, run_dir.name, run_dir.events_file)
     else:

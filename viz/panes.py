@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from viz.sink import LabelledSink, Sink
+from viz.dashboard.sink import LabelledSink, Sink
 
 MISTAKES = 8  # images in the most-confident-mistakes grid
 BINS = 40  # histogram bins per layer

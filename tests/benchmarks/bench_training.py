@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from trainers.catalog import DATASETS, TRAINERS
-from trainers.data import load
-from trainers.loop import Parts, Progress, evaluate, fit
+from trainers.core.data import load
+from trainers.core.loop import Parts, Progress, evaluate, fit
 
 
 def dataloader_epoch(parts: Parts, train_set, test_set, batch_size: int, workers: int) -> tuple[float, float]:

@@ -44,11 +44,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would bury the table
 
 import click
 
-from trainers import command
+from trainers.core import training as command
 from trainers.catalog import TRAINERS
-from viz import server
-from viz.client import connect
-from viz.windows import WINDOWS, opts
+from viz.server import manager as server
+from viz.dashboard.client import connect
+from viz.dashboard.windows import WINDOWS, opts
 
 HOST = "http://127.0.0.1"
 SHOWN = len([key for key in WINDOWS if not key.startswith(("compare_", "sweep_")) and key != "lr"])
@@ -193,7 +193,7 @@ def peers(repeats: int, port: int, tmp: Path, data_dir: str | None) -> None:
     import torch
 
     import viz
-    from trainers.data import load
+    from trainers.core.data import load
 
     data = load("fashion-mnist", Path(data_dir) if data_dir else None, torch.device("cpu"))
 

@@ -1,6 +1,6 @@
 """The interface training reports through, and the sinks that need no server.
 
-Training code calls these methods with window keys from ``viz.windows`` and plain
+Training code calls these methods with window keys from ``viz.dashboard.windows`` and plain
 numbers; it never sees Visdom. Every call becomes one event, a JSON-ready dict, so a
 run can be recorded, written to disk and replayed.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from viz.windows import WINDOWS, is_logged, known
+from viz.dashboard.windows import WINDOWS, is_logged, known
 
 KINDS = {"scalars", "series", "images", "templates", "text", "table", "heatmap", "confusion", "bars", "histogram",
          "axes", "trials", "config", "outcome", "save"}
@@ -99,7 +99,7 @@ class Sink:
                    "ylim": None if ylim is None else [float(v) for v in ylim], "xscale": xscale, "yscale": yscale})
 
     def trials(self, rows: list[dict], fields: list[str]) -> None:
-        """A sweep's trials, best first (``trainers.sweep.trial_rows``), for the three windows of its board.
+        """A sweep's trials, best first (``trainers.sweeps.study.trial_rows``), for the three windows of its board.
 
         ``fields`` are the searched settings, in order: the parallel coordinates' axes and
         the table's columns.
@@ -132,7 +132,7 @@ class HeldSink(Sink):
 
     Each window the server holds costs a request per update; the per-layer norms, the
     throughput and the learning rate are drawn when the costly panes are, with every
-    point they collected meanwhile. Released in page order (``viz.windows``), so the
+    point they collected meanwhile. Released in page order (``viz.dashboard.windows``), so the
     windows they create land after the panes.
     """
 
@@ -296,7 +296,7 @@ def drawable(event) -> bool:
     kind = event["kind"]
     if kind not in ("config", "outcome", "save") and not known(event.get("win")):
         return False
-    if kind == "axes" and not is_logged(event["win"]):  # the trainers' windows look as viz.windows says
+    if kind == "axes" and not is_logged(event["win"]):  # the trainers' windows look as viz.dashboard.windows says
         return False
     if event.get("env") is not None:  # a file draws into its own run's environment, never into another
         return False

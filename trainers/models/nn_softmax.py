@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainers.config import TrainConfig
-from trainers.loop import Parts
+from trainers.core.config import TrainConfig
+from trainers.core.loop import Parts
 
 
 def softmax_regression(inputs: int = 784, classes: int = 10) -> nn.Sequential:

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from trainers.catalog import TRAINERS
-from trainers.config import TrainConfig, json_kind, settings_problem
-from trainers.errors import UserError
+from trainers.core.config import TrainConfig, json_kind, settings_problem
+from trainers.core.errors import UserError
 from trainers.options import ENV_NAME
 from viz.paths import append_whole, atomic_path, no_space, try_lock
 
@@ -69,7 +69,7 @@ class Pruned(Exception):
 
 
 class RunHooks:
-    """What a caller of ``trainers.command.train`` hears of its run; these do nothing.
+    """What a caller of ``trainers.core.training.train`` hears of its run; these do nothing.
 
     A sweep's trials subclass it to record the run folder and report each epoch.
     """

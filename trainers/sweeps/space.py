@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import click
 
-from trainers.config import TrainConfig
+from trainers.core.config import TrainConfig
 from trainers.options import UserError
 
 # Settings that say where a run goes or how it is watched, not what it learns: never
@@ -29,7 +29,7 @@ PLUMBING = frozenset({"trainer", "data_dir", "device", "out", "viz", "server", "
                       "images", "save_every", "resume"})
 # Settings every trial must share for their validation accuracies to be comparable.
 SHARED = frozenset({"dataset", "val_size", "test"})
-# How a sweep stops trials early (``trainers.sweep.make_pruner``); the first is the default
+# How a sweep stops trials early (``trainers.sweeps.study.make_pruner``); the first is the default
 # for random and TPE searches, and a grid runs every point to the end unless told otherwise.
 PRUNERS = ("halfway", "median", "none")
 

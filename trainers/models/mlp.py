@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainers.config import MLPConfig
-from trainers.loop import Parts
+from trainers.core.config import MLPConfig
+from trainers.core.loop import Parts
 
 
 # Activations as data: one entry per --activation choice (trainers.catalog.ACTIVATIONS),

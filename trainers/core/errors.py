@@ -1,6 +1,6 @@
 """What goes wrong in trainviz, as exceptions that carry one line for the user and an exit status.
 
-None of them is Click's: the library functions (``trainers.command.train``, a sweep's
+None of them is Click's: the library functions (``trainers.core.training.train``, a sweep's
 workers, ``viz``) raise them, and the command line (``trainers.cli``) prints the line
 and exits with the status.
 """

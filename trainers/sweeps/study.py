@@ -2,7 +2,7 @@
 
 The study holds every trial to run, queued when it is created (``enqueue_trial``): the
 grid's points, or ``--trials`` open slots that the sampler fills. A worker takes the next
-queued trial and runs it through ``trainers.command.train``, the code path of
+queued trial and runs it through ``trainers.core.training.train``, the code path of
 ``trainviz TRAINER``, so a trial is an ordinary run folder. Workers stop when nothing is
 queued and nothing runs anywhere, so every point runs exactly once however many workers
 and machines share the study.
@@ -40,14 +40,14 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from trainers import optuna_internals as internals
+from trainers.sweeps import optuna_internals as internals
 from trainers.catalog import TRAINERS
 from trainers.options import UserError
-from trainers.run import Pruned, RunDir, RunHooks, process_alive
-from trainers.runs import epoch_records, text_table
-from trainers.search import PLUMBING, PRUNERS, Param, convert, describe, differences, grid_points
+from trainers.core.run import Pruned, RunDir, RunHooks, process_alive
+from trainers.runs.table import epoch_records, text_table
+from trainers.sweeps.space import PLUMBING, PRUNERS, Param, convert, describe, differences, grid_points
 from viz.paths import available_memory, human_bytes
-from viz.sweep_board import SweepBoard, label, short
+from viz.dashboard.sweep_board import SweepBoard, label, short
 
 POLL = 1.0  # seconds between a waiting worker's (and the progress bar's) looks at the study
 HEARTBEAT = 10  # default seconds between a running trial's heartbeats (database storages)
@@ -75,11 +75,11 @@ class Sweep:
     storage: str  # a database URL, or the path of a journal file
     sampler: str  # grid, random or tpe
     trials: int  # the study's total number of trials, over all workers and machines
-    pruner: str  # one of trainers.search.PRUNERS
+    pruner: str  # one of trainers.sweeps.space.PRUNERS
     jobs: int
     seed: int
     heartbeat: int
-    space: dict  # what makes a study this one (trainers.search.space)
+    space: dict  # what makes a study this one (trainers.sweeps.space.space)
     refit: bool = False  # train the chosen settings again on the training and validation images, at the end
 
     @property
@@ -443,8 +443,8 @@ def work(sweep: Sweep, index: int, log_file: Path) -> None:
 def _work(sweep: Sweep, index: int, stopping: threading.Event) -> None:
     import torch
 
-    from trainers.command import resolve_device
-    from trainers.data import DataError, load
+    from trainers.core.training import resolve_device
+    from trainers.core.data import DataError, load
 
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // sweep.jobs))
     trainer = TRAINERS[sweep.trainer]
@@ -510,7 +510,7 @@ def run_trial(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, data, comm
 def _run_trial(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, data, command: click.Command,
                ctx: click.Context) -> str:
     """``run_trial``'s work: the expected ends (finished, pruned, stopped, diverged, refused) told here."""
-    from trainers.command import DivergedError, Stopped, train
+    from trainers.core.training import DivergedError, Stopped, train
 
     raw = {p.field: suggest(trial, p) for p in sweep.params}
     values = {p.field: convert(p, raw[p.field], command, ctx) for p in sweep.params}
@@ -761,13 +761,13 @@ def option_values(sweep: Sweep, settings: dict) -> dict:
 
 def refit(sweep: Sweep, best: FrozenTrial, values: dict) -> RunDir:
     """Train the chosen trial's settings again on the training and validation images together, for
-    as many epochs, through ``trainers.command.train``: the run folder ``OUT/STUDY/refit-NNN``.
+    as many epochs, through ``trainers.core.training.train``: the run folder ``OUT/STUDY/refit-NNN``.
 
     The validation split cost the trials that many training images; the refit gets them
     back, and is what the study's settings give. A finished refit is kept (the same command
     reports it again); one that stopped or was killed continues from its checkpoint.
     """
-    from trainers.command import train
+    from trainers.core.training import train
 
     name = f"refit-{best.number:03d}"
     run = RunDir(sweep.folder / name)
@@ -805,7 +805,7 @@ def test_record(run: RunDir, device: str) -> dict:
         for record in records:
             if record.get("kind") == "test":
                 return record
-        from trainers.command import evaluate_run
+        from trainers.core.training import evaluate_run
 
         result = evaluate_run(run, None, device)
         last = [r for r in records if r.get("kind") == "epoch"][-1]
@@ -873,7 +873,7 @@ def make_board(sweep: Sweep):
     """
     if not sweep.config["viz"]:
         return None
-    from viz.visdom_sink import VisdomSink  # visdom's client: only for a sweep with a dashboard
+    from viz.dashboard.sender import VisdomSink  # visdom's client: only for a sweep with a dashboard
 
     sweep.folder.mkdir(parents=True, exist_ok=True)
     sink = VisdomSink(sweep.config["server"], sweep.config["port"], sweep.study, sweep.folder / "events.jsonl")
@@ -905,7 +905,7 @@ def plan(trainer: str, config: dict, params: list[Param], *, study: str | None, 
     Raises:
         UserError: the options do not make a sweep.
     """
-    from trainers.search import default_study_name, is_grid, space
+    from trainers.sweeps.space import default_study_name, is_grid, space
 
     sampler = sampler or ("grid" if is_grid(params) else "tpe")
     if sampler == "grid":

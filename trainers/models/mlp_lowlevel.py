@@ -7,9 +7,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trainers.config import MLPConfig
-from trainers.loop import Parts
-from trainers.rawmodel import RawModel
+from trainers.core.config import MLPConfig
+from trainers.core.loop import Parts
+from trainers.models.rawmodel import RawModel
 
 
 def kaiming(fan_in: int, fan_out: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ visdom handler runs:
   one with every websocket handshake and every cross-site POST or DELETE, while
   trainviz's own sender and visdom's Python client send none.
 
-Run as ``python -m viz.visdom_server [--allow-host NAME ...] [--public] VISDOM_ARGS``;
+Run as ``python -m viz.server.visdom_server [--allow-host NAME ...] [--public] VISDOM_ARGS``;
 ``trainviz server start`` does this. The rest of the arguments go to visdom unchanged.
 """
 
@@ -30,7 +30,7 @@ import urllib.parse
 import tornado.netutil
 import tornado.web
 
-from viz.client import import_visdom
+from viz.dashboard.client import import_visdom
 
 SERVER_NICE = 10  # scheduling priority below training's (0): the dashboard yields the cores
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})

@@ -1,6 +1,6 @@
 """A sweep's own environment: every trial's validation curve, settings -> accuracy, and the trials table.
 
-It draws rows made by ``trainers.sweep.trial_rows`` (plain dicts: number, params, state,
+It draws rows made by ``trainers.sweeps.study.trial_rows`` (plain dicts: number, params, state,
 value, epochs, curve, seconds, env), so it knows nothing of Optuna; the renderer draws
 them from a ``trials`` event with the functions here. Every string in them is escaped
 where it is drawn: settings come from the command line, the storage and events files.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import html
 
-from viz.render import escaped
-from viz.windows import WINDOWS
+from viz.dashboard.render import escaped
+from viz.dashboard.windows import WINDOWS
 
 COLORSCALE = "Viridis"
 

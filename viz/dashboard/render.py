@@ -16,9 +16,9 @@ from html.parser import HTMLParser
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from viz.economy import decimate
-from viz.sink import decode_array, decode_images
-from viz.windows import EPOCH_MEAN, is_logged, opts, spec, title
+from viz.dashboard.economy import decimate
+from viz.dashboard.sink import decode_array, decode_images
+from viz.dashboard.windows import EPOCH_MEAN, is_logged, opts, spec, title
 
 TILE = 84  # pixels per image side in the grids (28 x 3, nearest-neighbour)
 CAPTION = 38  # pixels of caption below each tile: three lines of the caption font
@@ -413,7 +413,7 @@ class Renderer:
             self._draw(self.env, event["win"])
 
     def _trials(self, event: dict) -> None:
-        from viz import sweep_board  # it draws with this module's helpers
+        from viz.dashboard import sweep_board  # it draws with this module's helpers
 
         rows, fields = event["rows"], event["fields"]
         send_figure(self.vis, self.env, "sweep_val_acc", sweep_board.curves_figure(rows))

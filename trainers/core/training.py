@@ -14,17 +14,17 @@ import torch
 from tqdm import tqdm
 
 from trainers.catalog import DATASETS, TRAINERS
-from trainers.config import TrainConfig
-from trainers.data import Data, DataError, load
-from trainers.loop import Diverged, Evaluation, Interrupted, Parts, Progress, evaluate, fit
-from trainers.errors import TrainvizError, UserError
-from trainers.report import Smoothed, report_curves, report_layers, report_panes, sample_indices
-from trainers.run import Damaged, Pruned, RunDir, RunHooks
-from trainers.schedule import Schedule
-from viz.economy import Budget
+from trainers.core.config import TrainConfig
+from trainers.core.data import Data, DataError, load
+from trainers.core.loop import Diverged, Evaluation, Interrupted, Parts, Progress, evaluate, fit
+from trainers.core.errors import TrainvizError, UserError
+from trainers.core.report import Smoothed, report_curves, report_layers, report_panes, sample_indices
+from trainers.core.run import Damaged, Pruned, RunDir, RunHooks
+from trainers.core.schedule import Schedule
+from viz.dashboard.economy import Budget
 from viz.paths import available_memory, free_space, human_bytes, no_space
-from viz.sink import HeldSink, Sink
-from viz.windows import SMOOTHING
+from viz.dashboard.sink import HeldSink, Sink
+from viz.dashboard.windows import SMOOTHING
 
 # The costly dashboard panes may take this share of the run's time (their measured cost
 # decides how often they are refreshed); the curves are drawn every epoch regardless.
@@ -116,7 +116,7 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
     Raises:
         UserError, Stopped, DivergedError, DiskFull, Pruned: the run did not finish; its
         status.json says why. A run folder that another process writes is refused
-        (``trainers.run.Busy``, a UserError).
+        (``trainers.core.run.Busy``, a UserError).
     """
     # The run folder's lock is held from the moment the folder is known until the run ends.
     with contextlib.ExitStack() as writer:
@@ -447,7 +447,7 @@ def make_sink(config: TrainConfig, run: RunDir, resumed: bool = False) -> Sink:
     """
     if not config.viz:
         return Sink()
-    from viz.visdom_sink import VisdomSink  # imports requests and visdom: only when streaming
+    from viz.dashboard.sender import VisdomSink  # imports requests and visdom: only when streaming
 
     return VisdomSink(config.server, config.port, run.read_config()["env"], run.events_file, rebuild_first=resumed)
 

@@ -1,8 +1,8 @@
 """Start, stop and inspect a local visdom server.
 
-The server runs as a detached ``python -m viz.visdom_server`` process: visdom's own
+The server runs as a detached ``python -m viz.server.visdom_server`` process: visdom's own
 server behind a gate that refuses requests from other web pages (see
-:mod:`viz.visdom_server`). What trainviz started is remembered in
+:mod:`viz.server.visdom_server`). What trainviz started is remembered in
 ``cache_dir()/server``: ``visdom-<port>.pid`` holds the process id and
 ``visdom-<port>.log`` its output, so a later command (or another shell) can stop
 exactly that process and nothing else. Starting and stopping hold
@@ -11,7 +11,7 @@ start one server, and the second reuses it.
 
 Example::
 
-    from viz import server
+    from viz.server import manager as server
 
     info = server.start(port=8097)
     print(info.url)
@@ -35,11 +35,11 @@ from typing import Callable, Literal, Optional
 
 import click
 
-from viz import frontend
+from viz.server import frontend
 from viz.defaults import PORT as DEFAULT_PORT
 from viz.paths import atomic_path, cache_dir, locked
 
-SERVER_MODULE = "viz.visdom_server"  # what ``python -m`` runs: visdom behind trainviz's gate
+SERVER_MODULE = "viz.server.visdom_server"  # what ``python -m`` runs: visdom behind trainviz's gate
 
 # visdom's own page is titled "visdom"; with -enable_login it is "Visdom Login".
 _VISDOM_TITLE = re.compile(rb"<title>\s*visdom", re.IGNORECASE)
@@ -268,8 +268,8 @@ def start(
     """Make sure a visdom server answers on ``port``, starting one if needed.
 
     A visdom server already answering there is reused. Otherwise the front-end
-    files are installed (once, see :mod:`viz.frontend`) and
-    ``python -m viz.visdom_server`` is launched in its own session, detached from
+    files are installed (once, see :mod:`viz.server.frontend`) and
+    ``python -m viz.server.visdom_server`` is launched in its own session, detached from
     this process, with its output in :func:`log_path`. Two calls at once start
     one server: the second waits for the first and reuses its server.
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trainers.data import Split
-from trainers.loop import Evaluation, Parts
+from trainers.core.data import Split
+from trainers.core.loop import Evaluation, Parts
 from viz import panes
-from viz.sink import Sink
-from viz.windows import EPOCH_MEAN
+from viz.dashboard.sink import Sink
+from viz.dashboard.windows import EPOCH_MEAN
 
 
 

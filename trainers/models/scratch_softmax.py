@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from trainers.config import TrainConfig
-from trainers.loop import Parts
-from trainers.rawmodel import RawModel
+from trainers.core.config import TrainConfig
+from trainers.core.loop import Parts
+from trainers.models.rawmodel import RawModel
 
 
 def softmax(logits: torch.Tensor) -> torch.Tensor:

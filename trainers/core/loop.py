@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from trainers.data import Data, Split
+from trainers.core.data import Data, Split
 
 # Step losses stay on the device and are read back this many at a time: reading one
 # number forces the device to finish its queued work, so doing it every step would

@@ -10,7 +10,7 @@ import re
 import socket
 from pathlib import Path
 
-from trainers.run import Damaged, RunDir, process_alive
+from trainers.core.run import Damaged, RunDir, process_alive
 
 # The table's columns: (key, heading). Sorting by an accuracy puts the best first.
 COLUMNS = (("run", "run"), ("trainer", "trainer"), ("status", "status"), ("settings", "settings"),

@@ -15,7 +15,7 @@ URL mapped to the npm package that publishes the same file (:func:`assets_from_b
 
 Example::
 
-    from viz import frontend
+    from viz.server import frontend
 
     if not frontend.is_ready():
         frontend.install()

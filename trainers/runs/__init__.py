@@ -1,0 +1,1 @@
+"""What the run folders under a directory hold: ``trainviz runs`` and ``compare``."""

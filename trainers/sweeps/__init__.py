@@ -1,0 +1,1 @@
+"""Hyper-parameter sweeps on Optuna: the search space, the study and its workers, the summary."""
