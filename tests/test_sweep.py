@@ -520,7 +520,7 @@ def test_trials_left_running_by_a_killed_sweep_run_again(tmp_path):
 def test_the_parsed_search_space_is_printed_before_anything_starts(idx_dir, tmp_path, monkeypatch):
     """A SPEC cut short by the shell (`dropout=0|0.2` unquoted) shows as one choice at once."""
     from trainers.sweeps import study as sweep
-    from trainers.options import UserError
+    from trainers.core.errors import UserError
 
     def refuse(_):
         raise UserError("storage refused by the test")

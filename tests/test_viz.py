@@ -734,7 +734,9 @@ def test_the_trials_table_window_is_as_tall_as_its_rows_up_to_its_own_height():
     vis = mock_vis()
     rows = [{"number": n, "params": {"lr": 0.1}, "value": 0.5, "epochs": 1, "state": "complete", "seconds": 1.0,
              "env": f"s_trial-{n:03d}", "curve": [(1, 0.5)], "pruned": False} for n in range(3)]
-    SweepBoard(vis, "s", ["lr"]).draw(rows)
+    recorded = RecordingSink()
+    SweepBoard(recorded, ["lr"]).draw(rows)
+    Renderer(vis, "s").render(recorded.events)
     assert vis.text.call_args.kwargs["opts"]["height"] == table_height(3)
 
 

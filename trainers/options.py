@@ -16,7 +16,6 @@ import click
 
 from trainers.catalog import ACTIVATIONS, DATASETS
 from trainers.core.config import MLPConfig, TrainConfig
-from trainers.core.errors import UserError
 from trainers.core.schedule import SCHEDULES
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import click
 
 from trainers.core.config import TrainConfig
-from trainers.options import UserError
+from trainers.core.errors import UserError
 
 # Settings that say where a run goes or how it is watched, not what it learns: never
 # searched, and not part of what makes two studies the same.

@@ -40,11 +40,11 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from trainers.sweeps import optuna_internals as internals
 from trainers.catalog import TRAINERS
-from trainers.options import UserError
+from trainers.core.errors import UserError
 from trainers.core.run import Pruned, RunDir, RunHooks, process_alive
 from trainers.runs.table import epoch_records, text_table
+from trainers.sweeps import optuna_internals as internals
 from trainers.sweeps.space import PLUMBING, PRUNERS, Param, convert, describe, differences, grid_points
 from viz.paths import available_memory, human_bytes
 from viz.dashboard.sweep_board import SweepBoard, label, short
