@@ -29,6 +29,13 @@ LAUNCH_OWN = {"test", "stop", "setup", "-j", "-h", "--help"}  # launch.sh's own 
 SYNOPSIS = re.compile(r"\[|\.\.\.|\||\b[A-Z][A-Z_]+\b")
 
 
+def model_files() -> dict[str, str]:
+    """The model files the README's commands run, by the name it saves them under: its ```python block."""
+    text = README.read_text()
+    section = text[text.index("## Your own model as a trainer"):]
+    return {"lenet.py": re.search(r"```python\n(.*?)```", section, re.S).group(1)}
+
+
 def blocks() -> list[str]:
     """The text of every ```bash block."""
     return [re.sub(rf"^{m['indent']}", "", m["body"], flags=re.MULTILINE) for m in FENCE.finditer(README.read_text())]
@@ -103,6 +110,8 @@ def test_every_command_is_accepted_by_the_command_line(line, monkeypatch, tmp_pa
         if command.name not in TRAINERS:
             monkeypatch.setattr(command, "callback", lambda **options: started.append(options))
     monkeypatch.chdir(tmp_path)
+    for name, source in model_files().items():
+        (tmp_path / name).write_text(source)
     for args in as_trainviz(words(line)):
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 0, f"README: {line!r}: {result.output}"

@@ -12,21 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainers.core.config import MLPConfig, TrainConfig
+from trainers.core.errors import UserError
 
 
 @dataclass(frozen=True)
 class Trainer:
     """One trainer command."""
 
-    name: str  # the command's name
+    name: str  # the command's name (a model file of one's own: its absolute path)
     module: str  # the module defining ``build(config, device) -> Parts``
     config: type[TrainConfig]  # its settings
     summary: str  # the command's help line
     activation: bool = False  # offers --activation / --negative-slope
+    function: str = "build"  # the function of ``module`` that builds the parts
+    source: str | None = None  # a model file of one's own: its path, whose contents' hash a run records
 
     def build(self) -> Callable:
         """The trainer's ``build`` function (imports torch)."""
-        return importlib.import_module(self.module).build
+        return getattr(importlib.import_module(self.module), self.function)
 
 
 TRAINERS = {trainer.name: trainer for trainer in (
@@ -39,6 +42,22 @@ TRAINERS = {trainer.name: trainer for trainer in (
     Trainer("mlp", "trainers.models.mlp", MLPConfig,
             "MLP as an nn.Module with ReLU or LeakyReLU hidden layers.", activation=True),
 )}
+
+
+def trainer_of(name: str) -> Trainer:
+    """A built-in trainer by name, or a model of one's own (a file, ``module:function``, an installed name).
+
+    Raises:
+        UserError: no such trainer, or the model's file or module cannot be used.
+    """
+    if name in TRAINERS:
+        return TRAINERS[name]
+    from trainers.models import own  # imports the user's file, and torch with it
+
+    if not own.is_own(name):
+        raise UserError(f"no trainer {name!r}: pick one of {', '.join(TRAINERS)}, give a model file PATH.py, "
+                        "or module:function")
+    return own.load(name)
 
 
 @dataclass(frozen=True)

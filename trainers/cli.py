@@ -28,6 +28,15 @@ from viz.dashboard.windows import COMPARE_ENV
 class OneLineErrors(click.Group):
     """A group whose errors are one line on stderr (no usage block), with their exit status."""
 
+    def format_epilog(self, ctx, formatter) -> None:
+        """After the commands: the trainers installed packages offer (read from their metadata, nothing imported)."""
+        from trainers.models import own
+
+        if own.installed():
+            with formatter.section("Trainers from installed packages (trainviz run NAME)"):
+                formatter.write_dl(sorted(own.installed().items()))
+        super().format_epilog(ctx, formatter)
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -50,23 +59,73 @@ def cli():
 
 
 def trainer_command(trainer: Trainer) -> click.Command:
-    """The ``trainviz NAME`` command of one trainer: its options, then a run."""
+    """The ``trainviz NAME`` command of one trainer (``trainviz run PATH.py``: a model of one's own)."""
+    force = [click.option("--force", is_flag=True, help="With --resume: go on though the model file changed.")] \
+        if trainer.name not in TRAINERS else []
 
     @click.command(trainer.name, help=trainer.summary)
     @train_options(trainer.config, activation=trainer.activation)
-    def command(**options):
+    def command(force: bool = False, **options):
         from trainers.core.training import train  # torch, torchvision: only now that a run starts
 
         given = click.get_current_context().get_parameter_source("epochs") == ParameterSource.COMMANDLINE
-        train(trainer.config(trainer=trainer.name, **options), epochs_given=given)
+        train(trainer.config(trainer=trainer.name, **options), epochs_given=given, force=force)
 
+    for option in force:
+        command = option(command)
     return command
+
+
+class OwnTrainers(click.Group):
+    """``trainviz run SPEC``: SPEC is a model file, ``module:function`` or an installed name, resolved when run."""
+
+    def list_commands(self, ctx) -> list[str]:
+        from trainers.models import own
+
+        return sorted(own.installed())
+
+    def get_command(self, ctx, name: str) -> click.Command | None:
+        from trainers.models import own  # the user's file imports torch: only once one is named
+
+        if not own.is_own(name):
+            raise UserError(f"trainviz run {name}: give a model file PATH.py, module:function or an installed "
+                            f"trainer ({', '.join(own.installed()) or 'none installed'}); the built-in ones run "
+                            f"as trainviz NAME ({', '.join(TRAINERS)})")
+        return trainer_command(own.load(name))
+
+
+@cli.group("run", cls=OwnTrainers, no_args_is_help=True,
+           subcommand_metavar="PATH.py|MODULE:FUNCTION|NAME [OPTIONS]")
+def run_group():
+    """Train a model of your own with the shared loop, dashboard, resume, runs and sweeps.
+
+    \b
+    PATH.py          a file that defines build(config, device), returning an nn.Module
+                     (trained with cross-entropy and the SGD the options describe) or
+                     (model, loss, optimizer); a dataclass Config extending TrainConfig
+                     adds options of its own
+    MODULE:FUNCTION  the same, from an importable module
+    NAME             a trainer an installed package offers (entry points: trainviz.trainers)
+    trainviz run PATH.py --help lists the file's options.
+    """
 
 
 SWEEP_VAL_SIZE = 5000  # a sweep's default validation split: 1/12 of Fashion-MNIST's training set
 
 
-@click.group("sweep")
+class SweepGroup(click.Group):
+    """``trainviz sweep TRAINER``: a built-in trainer, or a model of one's own (as ``trainviz run`` takes it)."""
+
+    def get_command(self, ctx, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            return command
+        from trainers.models import own  # the user's file imports torch: only once one is named
+
+        return sweep_command(own.load(name)) if own.is_own(name) else None
+
+
+@click.group("sweep", cls=SweepGroup)
 def sweep_group():
     """Search a trainer's settings with Optuna: trainviz sweep TRAINER [OPTIONS] --param NAME=SPEC ...
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import click
 
 from trainers.catalog import ACTIVATIONS, DATASETS
-from trainers.core.config import MLPConfig, TrainConfig
+from trainers.core.config import MLPConfig, TrainConfig, annotation
 from trainers.core.schedule import SCHEDULES
+from trainers.models.own import comments, own_fields
 
 
 # The largest learning rate and weight decay taken: far past any that trains (a rate of 1e6
@@ -159,9 +160,28 @@ def train_options(config: type[TrainConfig], activation: bool = False, **default
                          show_default=True, help="LeakyReLU slope for negative inputs."),
         ]
 
+    notes = comments(config)
+    options += [own_option(field, d[field.name], notes.get(field.name)) for field in own_fields(config)]
+
     def decorate(command):
         for option in reversed(options):
             command = option(command)
         return command
 
     return decorate
+
+
+OWN_TYPES = {"int": int, "float": Finite(), "str": str}  # a model file's Config fields, as options
+
+
+def own_option(field: dataclasses.Field, default, note: str | None = None):
+    """The option of a setting a model file's ``Config`` adds: ``--name`` of its type, its default shown.
+
+    Its help is the field's ``metadata["help"]``, else its comment in the file.
+    """
+    name = field.name.replace("_", "-")
+    help_text = field.metadata.get("help") or note or "A setting of the model file's Config."
+    if annotation(field) == "bool":
+        return click.option(f"--{name}/--no-{name}", field.name, default=default, show_default=True, help=help_text)
+    return click.option(f"--{name}", field.name, type=OWN_TYPES[annotation(field)], default=default,
+                        show_default=True, help=help_text)

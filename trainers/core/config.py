@@ -90,6 +90,11 @@ _KINDS = {
 }
 
 
+def annotation(field: dataclasses.Field) -> str:
+    """A field's annotation as written: ``int`` (a string under postponed annotations, else a type)."""
+    return field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+
+
 def settings_problem(values, config: type[TrainConfig]) -> str | None:
     """Why saved settings (a config.json, a checkpoint's config) cannot rebuild ``config``; None when they can.
 
@@ -101,7 +106,7 @@ def settings_problem(values, config: type[TrainConfig]) -> str | None:
         return f"it holds {json_kind(values)}, not an object of settings"
     for field in dataclasses.fields(config):
         if field.name in values:
-            check, kind = _KINDS[field.type]
+            check, kind = _KINDS[annotation(field)]
             if not check(values[field.name]):
                 shown = repr(values[field.name])
                 return f"{field.name} is {shown if len(shown) <= 40 else shown[:37] + '...'}, not {kind}"

@@ -13,18 +13,20 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from trainers.catalog import DATASETS, TRAINERS
+from trainers.catalog import DATASETS, TRAINERS, trainer_of
 from trainers.core.config import TrainConfig
 from trainers.core.data import Data, DataError, load
-from trainers.core.loop import Diverged, Evaluation, Interrupted, Parts, Progress, evaluate, fit
 from trainers.core.errors import TrainvizError, UserError
+from trainers.core.loop import Diverged, Evaluation, Interrupted, Parts, Progress, evaluate, fit
 from trainers.core.report import Smoothed, report_curves, report_layers, report_panes, sample_indices
 from trainers.core.run import Damaged, Pruned, RunDir, RunHooks
 from trainers.core.schedule import Schedule
+from trainers.models import own
+from trainers.models.own import last_line
 from viz.dashboard.economy import Budget
-from viz.paths import available_memory, free_space, human_bytes, no_space
 from viz.dashboard.sink import HeldSink, Sink
 from viz.dashboard.windows import SMOOTHING
+from viz.paths import available_memory, free_space, human_bytes, no_space
 
 # The costly dashboard panes may take this share of the run's time (their measured cost
 # decides how often they are refreshed); the curves are drawn every epoch regardless.
@@ -93,7 +95,7 @@ class StopSignals:
 
 
 def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None = None,
-          hooks: RunHooks = RunHooks(), epochs_given: bool = False) -> dict:
+          hooks: RunHooks = RunHooks(), epochs_given: bool = False, force: bool = False) -> dict:
     """Run one trainer end to end: data, run folder, training, checkpoints, summary line.
 
     This is every run's one path: ``trainviz TRAINER``, a sweep's trials and the tests.
@@ -109,6 +111,7 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
             ``Pruned`` from ``hooks.epoch`` ends the run with status pruned.
         epochs_given: ``config.epochs`` was asked for (typed on the command line): a
             resumed run trains to it. Otherwise a resumed run keeps its own epochs.
+        force: resume a model of one's own even though its file changed since the run began.
 
     Returns:
         The last epoch's record.
@@ -121,7 +124,7 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
     # The run folder's lock is held from the moment the folder is known until the run ends.
     with contextlib.ExitStack() as writer:
         try:
-            return _train(config, data, labels, hooks, writer, epochs_given)
+            return _train(config, data, labels, hooks, writer, epochs_given, force)
         except OSError as err:
             if not no_space(err):
                 raise
@@ -131,19 +134,20 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
 
 
 def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: RunHooks,
-           writer: contextlib.ExitStack, epochs_given: bool) -> dict:
+           writer: contextlib.ExitStack, epochs_given: bool, force: bool) -> dict:
     """``train``'s work; ``writer`` takes the run folder's lock as soon as the folder is known."""
     device = resolve_device(config.device)
     state = None
     if config.resume is not None:
         run, state = open_run(config, writer)
         config = resumed_config(config, state, epochs_given)
+        check_model_file(run, config.trainer, force)
     if not config.test and not config.val_size:
         raise UserError("--no-test leaves nothing to evaluate: give --val-size N too")
     if data is None:
         if state is not None and config.data_dir is not None and not config.data_dir.exists():
             raise UserError(f"the run's data folder {config.data_dir} is gone; give the folder that holds the "
-                            f"files now: trainviz {config.trainer} --resume {config.resume} --data-dir FOLDER")
+                            f"files now: {command_of(config.trainer)} --resume {config.resume} --data-dir FOLDER")
         try:
             data = load(config.dataset, config.data_dir, device)
         except DataError as err:
@@ -158,6 +162,7 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
     # The model before the folder: one that cannot be allocated leaves nothing behind.
     torch.manual_seed(config.seed)
     parts = build(config, device)
+    check_output(parts, data, config.trainer)
     if state is None:
         run = new_run(config, labels)
         writer.enter_context(run.writing())
@@ -165,7 +170,8 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
     progress = Progress()
     if state is None:
         settings = {**config.to_dict(), **(labels or {}), "env": config.env or run.name, "run_dir": str(run.path),
-                    "torch": torch.__version__, "device_name": str(device), "data_source": str(data.source)}
+                    "torch": torch.__version__, "device_name": str(device), "data_source": str(data.source),
+                    **model_file(config.trainer)}
         run.write_config(settings)
     else:
         check_fits(run, parts, state)
@@ -215,7 +221,7 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
                 raise Stopped(
                     f"{signal.Signals(stop.signum).name} at epoch {progress.epoch + 1}, step {progress.step}: "
                     f"checkpoint and metrics saved in {run.path}; continue with: "
-                    f"trainviz {config.trainer} --resume {run.path}",
+                    f"{command_of(config.trainer)} --resume {run.path}",
                     128 + stop.signum,
                 ) from None
             except Diverged as err:
@@ -334,7 +340,27 @@ def disk_full(err: OSError, run: RunDir, config: TrainConfig, saved_epoch: int |
         return f"{where}; nothing was saved yet in {run.path}: free some space and start the run again"
     checkpoint = f"{saved_epoch} epoch{'s' * (saved_epoch != 1)} done"
     return (f"{where}; the last checkpoint ({checkpoint}) and the metrics are intact in {run.path}: free some "
-            f"space, then continue with: trainviz {config.trainer} --resume {run.path}")
+            f"space, then continue with: {command_of(config.trainer)} --resume {run.path}")
+
+
+def model_file(trainer: str) -> dict:
+    """What a run of a model file of one's own records of it: its path and its contents' sha256."""
+    source = trainer_of(trainer).source
+    return {"trainer_file": source, "trainer_sha256": own.digest(Path(source))} if source else {}
+
+
+def check_model_file(run: RunDir, trainer: str, force: bool) -> None:
+    """Refuse to resume a model of one's own whose file changed since the run began, unless ``force``."""
+    recorded = run.read_config().get("trainer_sha256")
+    now = model_file(trainer).get("trainer_sha256")
+    if recorded and now and recorded != now and not force:
+        raise UserError(f"{trainer} changed since {run.path} began (its contents' sha256 is not the one the run "
+                        "recorded): restore it, or add --force to go on with the file as it is now")
+
+
+def command_of(trainer: str) -> str:
+    """The command that runs ``trainer``: ``trainviz mlp``, or ``trainviz run PATH.py`` for a model of one's own."""
+    return f"trainviz {trainer}" if trainer in TRAINERS else f"trainviz run {trainer}"
 
 
 def first_line(err: BaseException) -> str:
@@ -357,7 +383,14 @@ def memory_needed(config: TrainConfig) -> tuple[int, int]:
 
 
 def build(config: TrainConfig, device: torch.device) -> Parts:
-    """The trainer's parts, or a UserError when the model does not fit in memory."""
+    """The trainer's parts, or a UserError when the model does not fit in memory.
+
+    A model of one's own (``trainviz run PATH.py``) may return a bare ``nn.Module``, which
+    gets cross-entropy and the SGD the shared options describe, or (model, loss, optimizer).
+    """
+    trainer = trainer_of(config.trainer)
+    if trainer.source is not None or config.trainer not in TRAINERS:
+        return own_parts(trainer, config, device)
     parameters, needed = memory_needed(config)
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
@@ -368,7 +401,7 @@ def build(config: TrainConfig, device: torch.device) -> Parts:
         raise UserError(f"the model needs about {human_bytes(needed)} of memory to train ({parameters:,} parameters) "
                         f"and {device.type} has {human_bytes(free)} free; {advice}")
     try:
-        return TRAINERS[config.trainer].build()(config, device)
+        return trainer.build()(config, device)
     except (MemoryError, RuntimeError) as err:
         if not isinstance(err, (MemoryError, torch.OutOfMemoryError)) and "alloc" not in str(err):
             raise
@@ -376,10 +409,51 @@ def build(config: TrainConfig, device: torch.device) -> Parts:
                         f"{first_line(err)}; {advice}") from None
 
 
+def own_parts(trainer, config: TrainConfig, device: torch.device) -> Parts:
+    """What a model of one's own builds, as the loop's parts; a UserError for anything else or a failed build."""
+    try:
+        made = trainer.build()(config, device)
+    except (MemoryError, torch.OutOfMemoryError) as err:
+        raise UserError(f"{trainer.name}: the model cannot be allocated on {device.type}: {first_line(err)}") from None
+    except Exception as err:
+        raise UserError(f"{trainer.name}: {trainer.function}(config, device) failed: {last_line(err)}") from None
+    if isinstance(made, Parts):
+        return made
+    if isinstance(made, torch.nn.Module):
+        model = made.to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
+        return Parts(model, torch.nn.CrossEntropyLoss(), optimizer)
+    if isinstance(made, (tuple, list)) and len(made) == 3:
+        return Parts(*made)
+    raise UserError(f"{trainer.name}: {trainer.function}(config, device) returned {type(made).__name__}, not a "
+                    "model (an nn.Module) or (model, loss, optimizer)")
+
+
+def check_output(parts: Parts, data: Data, name: str) -> None:
+    """Refuse a model whose logits for a batch of training images are not (batch, classes): before any step."""
+    images, _ = next(data.train.batches(2))
+    parts.model.eval()
+    try:
+        with torch.no_grad():
+            logits = parts.model(images)
+    except Exception as err:
+        raise UserError(f"{name}: the model fails on a batch of training images of shape {tuple(images.shape)}: "
+                        f"{last_line(err)}") from None
+    finally:
+        parts.model.train()
+    wanted = (len(images), len(data.classes))
+    shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+    if shape != wanted:
+        raise UserError(f"{name}: the model's output for training images of shape {tuple(images.shape)} is "
+                        f"{shape}, not {wanted}: a row of {wanted[1]} logits per image")
+
+
 def new_run(config: TrainConfig, labels: dict | None = None) -> RunDir:
     """A fresh run folder under ``config.out`` (named by ``labels["run_name"]`` when given), or a UserError."""
     try:
-        return RunDir.create(config.out, config.trainer, (labels or {}).get("run_name"))
+        name = config.trainer if config.trainer in TRAINERS else own.short_name(config.trainer)
+        return RunDir.create(config.out, name, (labels or {}).get("run_name"))
     except OSError as err:
         raise UserError(f"cannot create a run folder in {config.out}: {err.strerror}; pick another --out") from None
 
@@ -403,12 +477,12 @@ def open_run(config: TrainConfig, writer: contextlib.ExitStack) -> tuple[RunDir,
         left = run.partial_checkpoints()
         killed = f" (its process was killed while writing the first one, which left {left[0].name})" if left else ""
         raise UserError(f"--resume {config.resume}: the run has no checkpoint yet{killed}, so there is nothing "
-                        f"to continue; start it again: trainviz {config.trainer} with its settings")
+                        f"to continue; start it again: {command_of(config.trainer)} with its settings")
     state = run.load_checkpoint()
     trainer = state["config"].get("trainer")
     if trainer != config.trainer:
         raise UserError(f"--resume {config.resume} is a {trainer} run; "
-                        f"resume it with: trainviz {trainer} --resume {config.resume}")
+                        f"resume it with: {command_of(trainer)} --resume {config.resume}")
     progress = state["progress"]
     if not (isinstance(progress, dict) and isinstance(progress.get("epoch"), int)
             and isinstance(progress.get("step"), int)):
@@ -473,10 +547,10 @@ def evaluate_run(run: RunDir, data_dir: Path | None, device: str) -> Evaluation:
     """
     target = resolve_device(device)
     state = run.load_checkpoint(target)
-    trainer = TRAINERS.get(state["config"].get("trainer"))
-    if trainer is None:
+    trainer = state["config"].get("trainer")
+    if not isinstance(trainer, str) or not (trainer in TRAINERS or own.is_own(trainer)):
         raise UserError(f"{run.checkpoint_file} names no known trainer")
-    config = trainer.config.from_dict(state["config"])
+    config = trainer_of(trainer).config.from_dict(state["config"])
     try:
         data = load(config.dataset, data_dir or config.data_dir, target)
     except DataError as err:

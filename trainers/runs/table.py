@@ -135,6 +135,11 @@ def problems(run: RunDir) -> tuple[dict, list[dict], list[str]]:
     return config, records, found
 
 
+def shown_trainer(trainer) -> str:
+    """The trainer as the table names it: a model file of one's own by its file name (``lenet.py``)."""
+    return Path(trainer).name if isinstance(trainer, str) and trainer.endswith(".py") else str(trainer)
+
+
 def summary(run: RunDir, root: Path) -> dict:
     """One row of the table; a damaged run's row says "damaged" and, under ``damaged``, what is."""
     config, records, found = problems(run)
@@ -147,7 +152,7 @@ def summary(run: RunDir, root: Path) -> dict:
         planned = user.get("epochs") if isinstance(user, dict) and _number(user.get("epochs")) else None
     return {
         "run": str(run.path.relative_to(root)) if run.path != root else run.name,
-        "trainer": config.get("trainer", "?"),
+        "trainer": shown_trainer(config.get("trainer", "?")),
         "status": "damaged" if found else status_of(run),
         "settings": settings_text(config) if config else "-",
         "epochs": len(epochs),

@@ -20,8 +20,10 @@ from dataclasses import dataclass
 
 import click
 
+from trainers.catalog import TRAINERS
 from trainers.core.config import TrainConfig
 from trainers.core.errors import UserError
+from trainers.models.own import short_name
 
 # Settings that say where a run goes or how it is watched, not what it learns: never
 # searched, and not part of what makes two studies the same.
@@ -148,9 +150,13 @@ def space(trainer: str, params: list[Param], fixed: dict, total: int | None) -> 
 
 
 def default_study_name(space_: dict) -> str:
-    """``<trainer>-<6 hex digits of the space>``: the same command always continues the same study."""
+    """``<trainer>-<6 hex digits of the space>``: the same command always continues the same study.
+
+    A model file of one's own is named by its file's stem (``lenet-3f2a1c``).
+    """
     digest = hashlib.sha1(json.dumps(space_, sort_keys=True).encode()).hexdigest()[:6]
-    return f"{space_['trainer']}-{digest}"
+    trainer = space_["trainer"]
+    return f"{trainer if trainer in TRAINERS else short_name(trainer)}-{digest}"
 
 
 def differences(stored: dict, wanted: dict) -> list[str]:

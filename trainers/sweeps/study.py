@@ -40,7 +40,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from trainers.catalog import TRAINERS
+from trainers.catalog import TRAINERS, trainer_of
 from trainers.core.errors import UserError
 from trainers.core.run import Pruned, RunDir, RunHooks, process_alive
 from trainers.runs.table import epoch_records, text_table
@@ -447,7 +447,7 @@ def _work(sweep: Sweep, index: int, stopping: threading.Event) -> None:
     from trainers.core.data import DataError, load
 
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // sweep.jobs))
-    trainer = TRAINERS[sweep.trainer]
+    trainer = trainer_of(sweep.trainer)
     command = click.Command(trainer.name, params=_options(trainer))
     ctx = click.Context(command)
     try:
@@ -514,7 +514,7 @@ def _run_trial(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, data, com
 
     raw = {p.field: suggest(trial, p) for p in sweep.params}
     values = {p.field: convert(p, raw[p.field], command, ctx) for p in sweep.params}
-    trainer = TRAINERS[sweep.trainer]
+    trainer = trainer_of(sweep.trainer)
     name = f"trial-{trial.number:03d}"
     resume = trial.user_attrs.get("resume")
     if resume and not (RunDir(Path(resume)).checkpoint_file.is_file() and trial.user_attrs.get("host") == HOST):
@@ -753,7 +753,7 @@ def report_choice(sweep: Sweep, study: optuna.Study, trials: list[FrozenTrial]) 
 
 def option_values(sweep: Sweep, settings: dict) -> dict:
     """A trial's searched settings (as sampled or queued) as the trainer's options make them."""
-    trainer = TRAINERS[sweep.trainer]
+    trainer = trainer_of(sweep.trainer)
     command = click.Command(trainer.name, params=_options(trainer))
     ctx = click.Context(command)
     return {p.field: convert(p, settings[p.field], command, ctx) for p in sweep.params if p.field in settings}
@@ -775,7 +775,7 @@ def refit(sweep: Sweep, best: FrozenTrial, values: dict) -> RunDir:
         return run
     click.echo(f"refit: trial {best.number}'s settings on the training and validation images together "
                f"(--val-size 0), {sweep.config['epochs']} epochs, in {run.path}")
-    config = TRAINERS[sweep.trainer].config.from_dict({
+    config = trainer_of(sweep.trainer).config.from_dict({
         **sweep.config, **values, "trainer": sweep.trainer, "val_size": 0, "test": True,
         "env": f"{sweep.study}_{name}", "resume": run.path if run.checkpoint_file.is_file() else None})
     hooks = FolderHook()
@@ -856,8 +856,8 @@ def reproduce_command(sweep: Sweep, values: dict) -> str:
     def plain(settings: dict) -> dict:  # tuples as lists, as in config.json
         return json.loads(json.dumps(settings))
 
-    defaults = plain(TRAINERS[sweep.trainer].config().to_dict())
-    words = ["trainviz", sweep.trainer]
+    defaults = plain(trainer_of(sweep.trainer).config().to_dict())
+    words = ["trainviz", sweep.trainer] if sweep.trainer in TRAINERS else ["trainviz", "run", sweep.trainer]
     for field, value in plain({**sweep.config, **values}).items():
         if field in PLUMBING or field == "test" or field not in defaults or value == defaults[field]:
             continue
