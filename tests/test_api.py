@@ -51,8 +51,8 @@ def test_names_with_a_shared_prefix_share_a_window_as_traces(tmp_path, monkeypat
     run.finish()
     series = [e for e in sink.events if e["kind"] == "series"]
     assert [(e["win"], list(e["values"]), e["x"]) for e in series] == [
-        ("log:loss", ["train"], [0, 1]), ("log:loss", ["test"], [1]), ("log:lr", ["lr"], [0]),
-        ("log:acc", ["test"], [1])]
+        ("log:loss", ["train"], [0, 1]), ("log:lr", ["lr"], [0]), ("log:loss", ["test"], [1]),
+        ("log:acc", ["test"], [1])]  # one event per name, in first-use order
     assert series[0]["values"]["train"] == [2.0, 1.5]
     assert [e["kind"] for e in sink.events] == ["series"] * 4 + ["config", "outcome", "save"]  # config below the curves
 

@@ -99,22 +99,23 @@ class Run:
         self._read_at = clock() + READ_EVERY
         if not held:
             return
-        numbers = as_numbers([value for _, values in held for value in values.values()])
-        records, points = [], {}
+        numbers = iter(list(as_numbers([value for _, values in held for value in values.values()])))
+        records, points = [], {}  # points: each name's (steps, values)
         for step, values in held:
             record = {"kind": "log", "step": step}
             for name in values:
                 value = next(numbers)
                 record[name] = value if math.isfinite(value) else None  # metrics.jsonl is strict JSON
-                self._last[name] = value
-                points.setdefault(self._windows[name], {}).setdefault(trace_of(name), []).append((step, value))
+                steps, ys = points.setdefault(name, ([], []))
+                steps.append(step)
+                ys.append(value)
             records.append(record)
         self.dir.append_metrics(records)
+        self._last.update((name, ys[-1]) for name, (_, ys) in points.items())
         if not self._sink.active:
             return
-        for win, traces in points.items():
-            for trace, xy in traces.items():
-                self._sink.series(win, [x for x, _ in xy], {trace: [y for _, y in xy]})
+        for name, (steps, ys) in points.items():
+            self._sink.series(self._windows[name], steps, {trace_of(name): ys})
 
     def plot(self, name: str, x: float, values: dict) -> None:
         """Points at ``x`` (any number, not a step) on the line window ``name``, one per named trace, drawn at once.
@@ -298,20 +299,25 @@ def window_name(name) -> str:
 
 
 def as_numbers(values: list):
-    """Numbers and tensors -> an iterator of floats, with one read-back per device for all the tensors."""
+    """Numbers and tensors -> an iterator of floats, the tensors read back together: one transfer per device.
+
+    Tensors of one device, shape and dtype are stacked as they are (no per-tensor copy or
+    reshape, and no autograd graph), so the cost per logged tensor stays about a microsecond.
+    """
     tensors = [v for v in values if hasattr(v, "detach")]
     read: dict[int, float] = {}
     if tensors:
         import torch
 
-        by_device: dict = {}
+        groups: dict = {}
         for v in tensors:
             if v.numel() != 1:
                 raise ValueError(f"a logged tensor holds one number, not a tensor of shape {tuple(v.shape)}")
-            by_device.setdefault(v.device, []).append(v)
-        for group in by_device.values():
-            numbers = torch.stack([v.detach().reshape(()).float() for v in group]).tolist()
-            read.update({id(v): n for v, n in zip(group, numbers)})
+            groups.setdefault((v.device, v.shape, v.dtype), []).append(v)
+        with torch.no_grad():
+            for group in groups.values():
+                numbers = torch.stack(group).flatten().double().tolist()
+                read.update({id(v): n for v, n in zip(group, numbers)})
     for value in values:
         if hasattr(value, "detach"):
             yield read[id(value)]

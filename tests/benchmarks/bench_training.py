@@ -6,9 +6,11 @@ is timed over ``--repeats`` epochs and its median epoch counts.
 The DataLoader side is timed with 0 worker processes (the MLP seed's way) and with
 one worker per core (the d2l seed's way); the ratio is taken against the faster one.
 It also prints each MLP epoch against its arithmetic floor: the epoch's FLOPs divided
-by the matmul FLOP/s measured here.
+by the matmul FLOP/s measured here; and a model file of one's own (``--trainers
+lenet.py``) against its floor from its convolutions' and linear layers' FLOPs, each
+over the FLOP/s measured here for that kind of layer.
 
-Run: python tests/benchmarks/bench_training.py [--trainers mlp,nn-softmax] [--data-dir DIR]
+Run: python tests/benchmarks/bench_training.py [--trainers mlp,nn-softmax,lenet.py] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from trainers.catalog import DATASETS, TRAINERS
-from trainers.core.data import load
+from trainers.catalog import DATASETS, TRAINERS, trainer_of
+from trainers.core.data import floats, load
 from trainers.core.loop import Parts, Progress, evaluate, fit
+from trainers.core.training import build
 
 
 def dataloader_epoch(parts: Parts, train_set, test_set, batch_size: int, workers: int) -> tuple[float, float]:
@@ -59,6 +62,39 @@ def matmul_flops() -> float:
     return 2 * 1024**3 / best
 
 
+def conv_flops() -> float:
+    """Measured float32 convolution FLOP/s of this machine (best of several 5x5 convolutions of 160 images)."""
+    images, conv = torch.randn(160, 6, 14, 14), torch.nn.Conv2d(6, 16, 5)
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(20):
+            started = time.perf_counter()
+            conv(images)
+            best = min(best, time.perf_counter() - started)
+    return 2 * 160 * 16 * 10 * 10 * 6 * 25 / best
+
+
+def layer_flops(model: torch.nn.Module, images: torch.Tensor) -> dict[str, int]:
+    """Forward FLOPs per image of the model's convolutions and linear layers (2 per multiply-add), by kind."""
+    found = {"conv": 0, "linear": 0}
+
+    def count(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            kernel = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            found["conv"] += 2 * output[0].numel() * kernel
+        else:
+            found["linear"] += 2 * module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model.eval()
+        model(images[:1])
+        model.train()
+    for hook in hooks:
+        hook.remove()
+    return found
+
+
 def epoch_flops(sizes: tuple[int, ...], samples: int) -> int:
     """Forward (2 per multiply-add) + backward (grad of weights, and of inputs but for the first layer)."""
     total = 0
@@ -77,15 +113,17 @@ def main(names: str, data_dir: str | None, repeats: int):
     cls = getattr(datasets, DATASETS["fashion-mnist"].torchvision_name)
     train_set = cls(data.source, train=True, transform=transforms.ToTensor())
     test_set = cls(data.source, train=False, transform=transforms.ToTensor())
-    peak = matmul_flops()
+    peak, conv_peak = matmul_flops(), conv_flops()
     cores = os.cpu_count() or 1
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, matmul {peak / 1e9:.1f} GFLOP/s, "
+          f"convolution {conv_peak / 1e9:.1f} GFLOP/s, "
           f"median of {repeats} epochs per side")
     print(f"{'trainer':<16}{'in-memory':>11}{'DL w=0':>9}{f'DL w={cores}':>9}{'speed-up':>10}"
           f"{'acc mem':>9}{'acc DL':>8}")
     for name in names.split(","):
-        trainer = TRAINERS[name]
-        config, build = trainer.config(trainer=name), trainer.build()
+        trainer = trainer_of(name)
+        config = trainer.config(trainer=trainer.name)
+        name = trainer.name if name in TRAINERS else os.path.basename(name)
         ours, baseline = [], {0: [], cores: []}
         for _ in range(repeats):
             torch.manual_seed(0)
@@ -106,6 +144,13 @@ def main(names: str, data_dir: str | None, repeats: int):
         if hasattr(config, "hidden"):
             floor = epoch_flops((784, *config.hidden, 10), len(data.train)) / peak
             print(f"{'':<16}arithmetic floor {floor:.3f}s: the in-memory epoch takes {best / floor:.1f}x the floor")
+        elif name not in TRAINERS and isinstance(parts.model, torch.nn.Module):
+            # backward costs about twice the forward: 3x the forward's FLOPs in all
+            per_image = layer_flops(parts.model, floats(data.train.pixels[:1]))
+            floor = 3 * len(data.train) * (per_image["conv"] / conv_peak + per_image["linear"] / peak)
+            print(f"{'':<16}arithmetic floor {floor:.3f}s ({per_image['conv'] / 1e6:.2f} MFLOP of convolutions, "
+                  f"{per_image['linear'] / 1e6:.2f} of linear layers a forward image): the in-memory epoch takes "
+                  f"{best / floor:.1f}x the floor")
 
 
 if __name__ == "__main__":
