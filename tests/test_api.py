@@ -281,3 +281,39 @@ def test_the_books_softmax_loop_draws_live_with_only_the_animator_swapped(idx_di
             for i, p in enumerate(plots, 1)] == printed  # the dashboard shows what the book prints
     assert plots[-1]["test acc"] > 0.7 and plots[-1]["train loss"] < plots[0]["train loss"]
     assert run.read_status()["status"] == "finished"  # finished at exit: the book never calls finish
+
+
+def test_a_tensor_changed_after_it_was_logged_keeps_the_value_it_had(tmp_path):
+    total = torch.tensor(0.0)
+    with viz.init(name="inplace", out=tmp_path, dashboard=False) as run:
+        for _ in range(3):
+            total += 1
+            run.log({"total": total})
+    assert [r["total"] for r in metrics(run)] == [1.0, 2.0, 3.0]
+
+
+def test_a_log_axis_takes_its_limits_as_powers_of_ten_and_refuses_zero(tmp_path):
+    from unittest.mock import MagicMock
+
+    from viz.dashboard.client import Client
+    from viz.dashboard.render import Renderer
+
+    with viz.init(name="axes", out=tmp_path, dashboard=False) as run:
+        sink = recorded(run)
+        with pytest.raises(ValueError, match="above 0 on a log scale"):
+            run.axes("loss", yscale="log", ylim=[0, 1])
+        run.axes("loss", xlabel="epoch", yscale="log", ylim=[1e-3, 1e2])  # the book's Animator in section 4.4
+        run.log({"train/loss": 0.5})
+    vis = MagicMock(spec=Client)
+    Renderer(vis, run.env).render([e for e in sink.events if e["kind"] in ("axes", "series")])
+    options = vis.lines.call_args.kwargs["opts"]
+    assert (options["ytype"], options["ytickmin"], options["ytickmax"]) == ("log", -3.0, 2.0)
+
+
+def test_names_that_are_the_records_own_fields_are_refused(tmp_path):
+    with viz.init(name="reserved", out=tmp_path, dashboard=False) as run:
+        for name in ("step", "kind"):
+            with pytest.raises(ValueError, match="names a field"):
+                run.log({name: 1.0})
+        run.log({"loss": 1.0})
+    assert metrics(run) == [{"kind": "log", "step": 0, "loss": 1.0}]

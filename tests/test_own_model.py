@@ -175,3 +175,28 @@ def test_a_sweep_over_the_files_own_setting(lenet, idx_dir, tmp_path):
     assert sorted(t["filters"] for t in trials) == [2, 4]
     assert all(t["trainer"] == str(lenet) for t in trials)
     assert "reproduce trial" in result.output and f"trainviz run {lenet}" in result.output
+
+
+def test_an_optimizer_of_ones_own_keeps_its_rate_relative_to_lr(idx_dir, tmp_path):
+    """build returns (model, loss, Adam at 1e-3): --lr 0.1 and the schedule scale it, not replace it."""
+    path = tmp_path / "adam.py"
+    path.write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        def build(config, device):
+            model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).to(device)
+            return model, nn.CrossEntropyLoss(), torch.optim.Adam(model.parameters(), lr=1e-3)
+    """))
+    out = tmp_path / "runs"
+    result = train("run", str(path), "--data-dir", str(idx_dir), "--out", str(out), "--epochs", "1", *FAST)
+    assert result.exit_code == 0, result.output
+    (run,) = find_runs(out)
+    (epoch,) = [r for r in metrics(run.path) if r["kind"] == "epoch"]
+    assert epoch["lr"] == pytest.approx(1e-3)
+    swapped = tmp_path / "swapped.py"
+    swapped.write_text(path.read_text().replace(
+        "return model, nn.CrossEntropyLoss(), torch.optim.Adam(model.parameters(), lr=1e-3)",
+        "return model, torch.optim.Adam(model.parameters(), lr=1e-3), nn.CrossEntropyLoss()"))
+    result = train("run", str(swapped), "--data-dir", str(idx_dir), "--out", str(tmp_path / "r2"), "--epochs", "1", *FAST)
+    assert_one_line_error(result, "not (model, loss, optimizer)")

@@ -84,6 +84,14 @@ class OwnTrainers(click.Group):
 
         return sorted(own.installed())
 
+    def format_commands(self, ctx, formatter) -> None:
+        """The installed trainers by name and entry point, read from their metadata: none is imported."""
+        from trainers.models import own
+
+        if own.installed():
+            with formatter.section("Installed trainers"):
+                formatter.write_dl(sorted(own.installed().items()))
+
     def get_command(self, ctx, name: str) -> click.Command | None:
         from trainers.models import own  # the user's file imports torch: only once one is named
 

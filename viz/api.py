@@ -28,20 +28,23 @@ import contextlib
 import html
 import json
 import math
+import numbers
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
 from viz.defaults import PORT, SERVER
-from viz.dashboard.sink import SCALES, Sink
+from viz.dashboard.sink import SCALES, RecordingSink, Sink, drawable
 from viz.dashboard.windows import LOGGED_NAME, logged
 
 READ_EVERY = 1.0  # seconds between read-backs of the logged values (and writes of metrics.jsonl)
 clock = time.monotonic  # what times the read-backs
 READ_AT_MOST = 4096  # logged values held before a read-back regardless of the time
 SOURCE = "viz.init"  # what config.json's "source" says of a run made by this API
-HELD_OUT = ("val", "test")  # the traces whose acc and loss fill `trainviz runs`' accuracy columns
+RESERVED = {"kind", "step"}  # the fields of a metrics.jsonl record, which no logged name may take
+RESERVED_PLOT = RESERVED | {"window", "x"}  # and those of a plot's record
 
 
 class Run:
@@ -75,20 +78,30 @@ class Run:
     def log(self, values: dict, step: int | None = None) -> None:
         """Add one point per name at ``step`` (default: the last step logged + 1).
 
-        Values are numbers or one-element tensors; nothing is read back from a tensor here.
+        Values are numbers or one-element tensors; nothing is read back from a tensor here
+        (it is copied on its device, so a change to it after the call does not change the point).
         """
         self._check_open()
         if step is None:
             step = self._step + 1
         elif isinstance(step, bool) or not isinstance(step, int):
             raise TypeError(f"step must be a whole number, not {step!r:.40}")
+        kept = {}
         for name, value in values.items():
             if name not in self._windows:
+                if name in RESERVED:
+                    raise ValueError(f"{name!r} names a field of the run's records; log it under another name")
                 self._windows[name] = window_of(name)
-            if not (hasattr(value, "detach") or isinstance(value, (int, float))) or isinstance(value, bool):
+            if hasattr(value, "detach"):
+                if value.numel() != 1:
+                    raise ValueError(f"{name}: a logged tensor holds one number, not a tensor of shape "
+                                     f"{tuple(value.shape)}")
+                value = value.detach().clone()
+            elif isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"{name}: a logged value is a number or a one-element tensor, not {value!r:.40}")
+            kept[name] = value
         self._step = max(self._step, step)
-        self._held.append((step, dict(values)))
+        self._held.append((step, kept))
         self._count += len(values)
         if self._count >= READ_AT_MOST or clock() >= self._read_at:
             self._read_back()
@@ -99,12 +112,12 @@ class Run:
         self._read_at = clock() + READ_EVERY
         if not held:
             return
-        numbers = iter(list(as_numbers([value for _, values in held for value in values.values()])))
+        read = iter(list(as_numbers([value for _, values in held for value in values.values()])))
         records, points = [], {}  # points: each name's (steps, values)
         for step, values in held:
             record = {"kind": "log", "step": step}
             for name in values:
-                value = next(numbers)
+                value = next(read)
                 record[name] = value if math.isfinite(value) else None  # metrics.jsonl is strict JSON
                 steps, ys = points.setdefault(name, ([], []))
                 steps.append(step)
@@ -128,11 +141,14 @@ class Run:
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
             raise TypeError(f"x must be a finite number, not {x!r:.40}")
         win = window_name(name)
-        numbers = dict(zip((str(k) for k in values), as_numbers(list(values.values()))))
+        if RESERVED_PLOT & set(map(str, values)):
+            raise ValueError(f"{sorted(RESERVED_PLOT & set(map(str, values)))[0]!r} names a field of the run's "
+                             "records; name the trace otherwise")
+        points = dict(zip((str(k) for k in values), as_numbers(list(values.values()))))
         self.dir.append_metrics([{"kind": "plot", "step": max(self._step, 0), "window": name, "x": x,
-                                  **{k: v if math.isfinite(v) else None for k, v in numbers.items()}}])
-        self._last.update(numbers)
-        self._sink.scalars(win, x=x, values=numbers)
+                                  **{k: v if math.isfinite(v) else None for k, v in points.items()}}])
+        self._last.update(points)
+        self._sink.scalars(win, x=x, values=points)
 
     # ------------------------------------------------------------ panes
 
@@ -144,7 +160,11 @@ class Run:
         for scale in (xscale, yscale):
             if scale not in SCALES:
                 raise ValueError(f"an axis scale is one of {', '.join(SCALES)}, not {scale!r:.40}")
-        self._sink.axes(window_name(name), xlabel, ylabel, xlim, ylim, xscale, yscale)
+        checked = RecordingSink()
+        checked.axes(window_name(name), xlabel, ylabel, xlim, ylim, xscale, yscale)
+        if not drawable(checked.events[0]):
+            raise ValueError("axes: labels are strings, each limit two finite numbers (above 0 on a log scale) or None")
+        self._sink.emit(checked.events[0])
 
     def images(self, name: str, images, captions: list[str] | None = None, marked: list[bool] | None = None) -> None:
         """A grid of images: a tensor or array (N, H, W), (N, 1, H, W) or (N, 3, H, W), floats in [0, 1] or uint8.
@@ -184,10 +204,13 @@ class Run:
         if len(classes) != logits.shape[1]:
             raise ValueError(f"{logits.shape[1]} logits per image need as many class names, not {len(classes)}")
         pixels = panes.as_pixels(images)
+        if len(pixels) != len(labels) or (len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(classes)):
+            raise ValueError(f"classification needs one image per label ({len(pixels)} images, {len(labels)} labels) "
+                             f"and labels from 0 to {len(classes) - 1}")
         confidence, predicted = logits.softmax(dim=1).max(dim=1)
         shown = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:samples]
         panes.classification(self._sink, labels, predicted, confidence, lambda index: pixels[index.numpy()],
-                             classes, shown, f"Step {self._step if step is None else step}", split)
+                             classes, shown, f"Step {max(self._step, 0) if step is None else step}", split)
 
     def templates(self, weight, classes: list[str] | tuple[str, ...] | None = None) -> None:
         """What a first layer learned: a linear layer's weight (out, H*W) or a convolution's (out, C, h, w), as images.
@@ -227,9 +250,11 @@ class Run:
             return
         self._finished = True
         try:
-            self._read_back()
-            self._show_config()
-            self.dir.write_status(status, step=self._step)
+            try:
+                self._read_back()
+                self._show_config()
+            finally:  # a value that cannot be read back still leaves the run's status true
+                self.dir.write_status(status, step=self._step)
             self._sink.outcome(status, {k: v for k, v in self._last.items() if math.isfinite(v)})
             self._sink.save()
         finally:
@@ -316,12 +341,12 @@ def as_numbers(values: list):
             groups.setdefault((v.device, v.shape, v.dtype), []).append(v)
         with torch.no_grad():
             for group in groups.values():
-                numbers = torch.stack(group).flatten().double().tolist()
-                read.update({id(v): n for v, n in zip(group, numbers)})
+                got = torch.stack(group).flatten().double().tolist()
+                read.update({id(v): n for v, n in zip(group, got)})
     for value in values:
         if hasattr(value, "detach"):
             yield read[id(value)]
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
             yield float(value)
         else:
             raise TypeError(f"a logged value is a number or a one-element tensor, not {value!r:.40}")
@@ -333,19 +358,19 @@ _open_runs: dict[Run, None] = {}  # started and not finished, in order: finished
 def current() -> Run | None:
     """The run started last and not finished yet, if any."""
     return next(reversed(_open_runs), None)
-_failed = False  # an uncaught exception ended the program: open runs end as failed
+_ended = "finished"  # how open runs end at exit: "failed" after an uncaught exception, "stopped" after Ctrl-C
 
 
 def _note_failure(kind, error, traceback) -> None:
-    global _failed
-    _failed = True
+    global _ended
+    _ended = "stopped" if issubclass(kind, KeyboardInterrupt) else "failed"
     sys.__excepthook__(kind, error, traceback)
 
 
 def _finish_open_runs() -> None:
     for run in list(_open_runs):
         with contextlib.suppress(Exception):
-            run.finish("failed" if _failed else "finished")
+            run.finish(_ended)
 
 
 def init(name: str | None = None, config: dict | None = None, out: str | os.PathLike = "runs", *,
@@ -365,18 +390,25 @@ def init(name: str | None = None, config: dict | None = None, out: str | os.Path
     from trainers.core.run import RunDir  # the run folder the trainers write, so `trainviz runs` reads both
 
     name = name or (Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c") else "run")
-    stem = "".join(c if c.isalnum() or c in "_-." else "-" for c in str(name)).strip(".-")[:60] or "run"
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "-", str(name)).strip(".-")[:60] or "run"  # an environment's letters
     server = (server or os.environ.get("VISDOM_SERVER_URL") or SERVER).rstrip("/")
     port = int(port or os.environ.get("VISDOM_PORT") or PORT)
+    try:
+        user = json.loads(json.dumps(dict(config or {}), default=str))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"config must be a dict with string keys: {err}") from None
     run_dir = RunDir.create(Path(out), stem, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
-    user = json.loads(json.dumps(dict(config or {}), default=str))
     script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c") else ""
     settings = {"source": SOURCE, "trainer": str(name), "config": user, "env": run_dir.name,
                 "run_dir": str(run_dir.path), "script": script}
     lock = contextlib.ExitStack()
     lock.enter_context(run_dir.writing())
-    run_dir.write_config(settings)
-    run_dir.write_status("running")
+    try:
+        run_dir.write_config(settings)
+        run_dir.write_status("running")
+    except BaseException:
+        lock.close()
+        raise
     if dashboard:
         from viz.dashboard.sender import VisdomSink  # visdom's client and requests: only when drawing
 

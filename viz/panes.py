@@ -29,9 +29,11 @@ def caption(classes: tuple[str, ...], true: int, predicted: int, confidence: flo
 def as_pixels(images) -> np.ndarray:
     """Images (N, H, W), (N, 1, H, W) or (N, 3, H, W), floats in [0, 1] or uint8, as uint8 (N, H, W[, 3])."""
     array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    if array.ndim == 4 and array.shape[1] in (1, 3):
+    if array.ndim == 4 and array.shape[1] in (1, 3):  # channels first, as torch keeps them
         array = array[:, 0] if array.shape[1] == 1 else array.transpose(0, 2, 3, 1)
-    if array.ndim not in (3, 4):
+    elif array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 3 or (array.ndim == 4 and array.shape[3] == 3)) or not all(array.shape):
         raise ValueError(f"images must be (N, H, W), (N, 1, H, W) or (N, 3, H, W), not {tuple(array.shape)}")
     if array.dtype != np.uint8:
         array = (np.clip(array.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
@@ -115,6 +117,9 @@ def histograms(tensors: dict[str, torch.Tensor]) -> dict[str, tuple[list[float],
     series = {}
     for name, tensor in tensors.items():
         values = tensor.detach().float().cpu().flatten()
+        values = values[values.isfinite()]  # a diverged layer's nan and inf are not a distribution
+        if not len(values):
+            continue
         low, high = values.min().item(), values.max().item()
         counts = torch.histc(values, BINS, low, high)
         width = (high - low) / BINS or 1.0

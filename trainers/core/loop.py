@@ -152,9 +152,10 @@ def fit(
                   leave=False) as bar:
             for i, (images, labels) in enumerate(batches, progress.batch + 1):
                 # forward, backward, update
-                if schedule is not None:
+                if schedule is not None:  # a group with an "lr_scale" keeps its rate relative to the schedule's
+                    rate = schedule(progress.step)
                     for group in parts.optimizer.param_groups:
-                        group["lr"] = schedule(progress.step)
+                        group["lr"] = rate * group["lr_scale"] if "lr_scale" in group else rate
                 logits = parts.model(images)
                 loss = parts.loss(logits, labels)
                 parts.optimizer.zero_grad()

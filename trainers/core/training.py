@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import shlex
 import signal
 import time
 from pathlib import Path
@@ -360,7 +361,7 @@ def check_model_file(run: RunDir, trainer: str, force: bool) -> None:
 
 def command_of(trainer: str) -> str:
     """The command that runs ``trainer``: ``trainviz mlp``, or ``trainviz run PATH.py`` for a model of one's own."""
-    return f"trainviz {trainer}" if trainer in TRAINERS else f"trainviz run {trainer}"
+    return f"trainviz {trainer}" if trainer in TRAINERS else f"trainviz run {shlex.quote(trainer)}"
 
 
 def first_line(err: BaseException) -> str:
@@ -417,17 +418,34 @@ def own_parts(trainer, config: TrainConfig, device: torch.device) -> Parts:
         raise UserError(f"{trainer.name}: the model cannot be allocated on {device.type}: {first_line(err)}") from None
     except Exception as err:
         raise UserError(f"{trainer.name}: {trainer.function}(config, device) failed: {last_line(err)}") from None
+    if isinstance(made, (tuple, list)) and len(made) == 3:
+        made = Parts(*made)
     if isinstance(made, Parts):
-        return made
+        return own_optimizer(made, trainer, config)
     if isinstance(made, torch.nn.Module):
         model = made.to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)
         return Parts(model, torch.nn.CrossEntropyLoss(), optimizer)
-    if isinstance(made, (tuple, list)) and len(made) == 3:
-        return Parts(*made)
     raise UserError(f"{trainer.name}: {trainer.function}(config, device) returned {type(made).__name__}, not a "
                     "model (an nn.Module) or (model, loss, optimizer)")
+
+
+def own_optimizer(parts: Parts, trainer, config: TrainConfig) -> Parts:
+    """Check the parts a model of one's own built with its own loss and optimizer; keep each group's rate.
+
+    The loop sets every step's rate from --lr and --schedule; a group that starts at
+    another rate (an Adam at 1e-3, a smaller rate for some layers) keeps its ratio to --lr.
+    """
+    if not callable(parts.model) or not callable(parts.loss) or not all(
+            callable(getattr(parts.optimizer, name, None)) for name in ("zero_grad", "step", "state_dict")) \
+            or not isinstance(getattr(parts.optimizer, "param_groups", None), list):
+        raise UserError(f"{trainer.name}: {trainer.function}(config, device) returned parts that are not "
+                        "(model, loss, optimizer): a callable model and loss, and a torch.optim optimizer")
+    for group in parts.optimizer.param_groups:
+        if group.get("lr", config.lr) != config.lr:
+            group.setdefault("lr_scale", group["lr"] / config.lr)
+    return parts
 
 
 def check_output(parts: Parts, data: Data, name: str) -> None:

@@ -80,7 +80,11 @@ LOGGED_COLUMNS = {"train/loss": "train_loss", "train/acc": "train_acc", "val/acc
 
 
 def evaluation_record(record: dict, epoch: int) -> dict | None:
-    """A user loop's log record of held-out results as an epoch record (``epoch``: its count); None if it has none."""
+    """A user loop's log record of held-out results as an epoch record (``epoch``: its count); None if it has none.
+
+    Held-out results logged at one step (val/acc, then test/acc) are one epoch: ``epoch_records``
+    merges the records of a step.
+    """
     found = {column: record[name] for name, column in LOGGED_COLUMNS.items() if _number(record.get(name))}
     if not any(column.startswith(("val_", "test_")) for column in found):
         return None
@@ -106,9 +110,13 @@ def epoch_records(run: RunDir) -> list[dict]:
                 except ValueError:  # UnicodeDecodeError included
                     raise Damaged(run.metrics_file, f"line {number} is not JSON") from None
                 if isinstance(record, dict) and record.get("kind") == "log":
-                    record = evaluation_record(record, sum(r.get("kind") == "epoch" for r in records) + 1)
-                    if record is None:
+                    logged = evaluation_record(record, len(records) + 1)
+                    if logged is None:
                         continue
+                    if records and records[-1].get("step") == logged["step"]:  # one step's logs: one epoch
+                        records[-1].update({k: v for k, v in logged.items() if k != "epoch"})
+                        continue
+                    record = logged
                 problem = record_problem(record)
                 if problem:
                     raise Damaged(run.metrics_file, f"line {number} {problem}")

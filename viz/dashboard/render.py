@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import html
+import math
 from collections import defaultdict
 from html.parser import HTMLParser
 
@@ -404,10 +405,12 @@ class Renderer:
     def _axes(self, event: dict) -> None:
         options = {"xlabel": escaped(event["xlabel"]), "ylabel": escaped(event["ylabel"])}
         for axis in "xy":
-            if event[f"{axis}lim"] is not None:
-                options[f"{axis}tickmin"], options[f"{axis}tickmax"] = event[f"{axis}lim"]
+            limits = event[f"{axis}lim"]
             if event[f"{axis}scale"] == "log":
                 options[f"{axis}type"] = "log"
+                limits = limits and [math.log10(v) for v in limits]  # plotly takes a log axis's range as powers of 10
+            if limits is not None:
+                options[f"{axis}tickmin"], options[f"{axis}tickmax"] = limits
         self.axes[event["win"]] = options
         if any(win == event["win"] for _, win in self.created):
             self._draw(self.env, event["win"])

@@ -256,6 +256,8 @@ def _decodes(event: dict, key: str, dtype: str) -> bool:
     shape = event.get("shape")
     if not (isinstance(shape, list) and len(shape) in (3, 4) and all(isinstance(n, int) and n > 0 for n in shape)):
         return False
+    if len(shape) == 4 and shape[3] != 3:  # grey, or RGB: nothing else is drawn
+        return False
     try:
         size = len(base64.b64decode(event[key], validate=True))
     except (binascii.Error, TypeError, ValueError):
@@ -298,6 +300,9 @@ def drawable(event) -> bool:
         return False
     if kind == "axes" and not is_logged(event["win"]):  # the trainers' windows look as viz.dashboard.windows says
         return False
+    if kind == "axes" and any(event.get(f"{axis}scale") == "log" and _range(event.get(f"{axis}lim"))
+                              and min(event[f"{axis}lim"] or [1]) <= 0 for axis in "xy"):
+        return False  # a log axis starts above 0
     if event.get("env") is not None:  # a file draws into its own run's environment, never into another
         return False
     for field, check in _FIELDS.get(kind, {}).items():
