@@ -75,6 +75,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def local_server(env_path: Path):
+    """A visdom server of its own on a free port for the ``with`` block, stopped after it: the port."""
+    port = free_port()
+    server.start(port=port, env_path=env_path, echo=lambda line: None)
+    try:
+        yield port
+    finally:
+        server.stop(port)
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time of a process's threads so far, to the nanosecond (/proc's user and system times count 10 ms ticks)."""
     return sum(int((task / "schedstat").read_text().split()[0]) for task in Path(f"/proc/{pid}/task").iterdir()) / 1e9
@@ -262,23 +273,15 @@ def main(repeats: int, long: int, data_dir: str | None, part: str):
         tmp = Path(tmp_name)
         os.environ.setdefault("TRAINVIZ_CACHE", str(Path.home() / ".cache" / "trainviz"))
         if part in ("all", "overhead"):
-            port = free_port()
-            server.start(port=port, env_path=tmp / "envs", echo=lambda line: None)
-            try:
+            with local_server(tmp / "envs") as port:
                 overhead(repeats, port, tmp, data_dir)
-            finally:
-                server.stop(port)
         if part in ("all", "growth"):
             growth(long, tmp, data_dir)
         if part in ("all", "requests"):
             requests_cost(tmp)
         if part in ("all", "peers"):
-            port = free_port()
-            server.start(port=port, env_path=tmp / "envs-peers", echo=lambda line: None)
-            try:
+            with local_server(tmp / "envs-peers") as port:
                 peers(repeats, port, tmp, data_dir)
-            finally:
-                server.stop(port)
 
 
 if __name__ == "__main__":
