@@ -58,6 +58,7 @@ def test_the_readme_lenet_trains_and_is_listed_under_its_file_name(lenet, idx_di
     assert config["trainer_sha256"] == hashlib.sha256(lenet.read_bytes()).hexdigest()
     row = summary(run, out)
     assert (row["trainer"], row["status"], row["epochs"]) == ("lenet.py", "finished", 2)
+    assert row["settings"] == "lr=0.05 bs=32 mom=0.9 filters=4"  # the file's own setting beside the shared ones
     assert row["test_acc"] > 0.5  # chance is 0.1 on the synthetic task
 
 
@@ -90,6 +91,9 @@ def test_a_resumed_run_ends_as_the_uninterrupted_one_and_a_changed_file_needs_fo
     assert len([r for r in metrics(parts.path) if r["kind"] == "epoch"]) == 3  # nothing was touched
     forced = train("run", str(lenet), "--resume", str(parts.path), "--epochs", "4", "--no-viz", "--force")
     assert forced.exit_code == 0, forced.output
+    lenet.write_text(lenet.read_text().replace("nn.Linear(84, 10)", "nn.Linear(84, 42), nn.Linear(42, 10)"))
+    reshaped = train("run", str(lenet), "--resume", str(parts.path), "--epochs", "5", "--no-viz", "--force")
+    assert_one_line_error(reshaped, "does not fit the checkpoint", "its layers changed")
 
 
 BAD_FILES = [

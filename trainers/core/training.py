@@ -175,7 +175,13 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
                     **model_file(config.trainer)}
         run.write_config(settings)
     else:
-        check_fits(run, parts, state)
+        try:
+            check_fits(run, parts, state)
+        except Damaged:
+            if force and config.trainer not in TRAINERS:  # the file changed, and with it the model
+                raise UserError(f"the model {config.trainer} builds now does not fit the checkpoint of {run.path}: "
+                                "its layers changed since the run began; restore the file to resume it") from None
+            raise
         parts.model.load_state_dict(state["model"])
         parts.optimizer.load_state_dict(state["optimizer"])
         progress = Progress(**state["progress"])
@@ -345,9 +351,13 @@ def disk_full(err: OSError, run: RunDir, config: TrainConfig, saved_epoch: int |
 
 
 def model_file(trainer: str) -> dict:
-    """What a run of a model file of one's own records of it: its path and its contents' sha256."""
-    source = trainer_of(trainer).source
-    return {"trainer_file": source, "trainer_sha256": own.digest(Path(source))} if source else {}
+    """What a run of a model of one's own records of it: its file's path and contents' sha256, and the
+    names of its Config's own settings (which the runs table shows beside the shared ones)."""
+    found = trainer_of(trainer)
+    recorded = {"own_settings": [f.name for f in own.own_fields(found.config)]} if trainer not in TRAINERS else {}
+    if found.source:
+        recorded |= {"trainer_file": found.source, "trainer_sha256": own.digest(Path(found.source))}
+    return recorded
 
 
 def check_model_file(run: RunDir, trainer: str, force: bool) -> None:

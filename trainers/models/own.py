@@ -90,8 +90,9 @@ def load(spec: str) -> Trainer:
 
 
 def _import_file(path: Path):
-    """Import a model file under a name of its own (its path's hash: two files of one name stay apart)."""
-    name = f"trainviz_own_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:10]}"
+    """Import a model file under a name of its own: its path's and contents' hash (two files of one name
+    stay apart, and a file changed since it was imported in this process is imported again)."""
+    name = f"trainviz_own_{path.stem}_{hashlib.sha256(str(path).encode() + path.read_bytes()).hexdigest()[:10]}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)

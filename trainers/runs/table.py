@@ -45,6 +45,8 @@ def settings_text(config: dict) -> str:
             parts.append(config.get("activation", "relu"))
         if config.get("dropout"):
             parts.append(f"drop={config['dropout']:g}")
+    own = config.get("own_settings") if isinstance(config.get("own_settings"), list) else []
+    parts += [f"{name}={config[name]}" for name in own if isinstance(name, str) and name in config]
     return " ".join(parts)
 
 
