@@ -94,7 +94,7 @@ MUTATIONS = (
              (("    parts.model.eval()\n    loss_sum", "    loss_sum"),),
              (DEFINITIONS,), "evaluation runs with dropout on"),
     Mutation("loop-schedule-off-by-one", "trainers/core/loop.py",
-             (('group["lr"] = schedule(progress.step)', 'group["lr"] = schedule(progress.step + 1)'),),
+             (('rate = schedule(progress.step)', 'rate = schedule(progress.step + 1)'),),
              ("tests/test_knobs.py::test_a_run_with_a_validation_split_and_no_test_records_only_validation",),
              "each step uses the next step's learning rate"),
     Mutation("loop-last-points-not-flushed", "trainers/core/loop.py",
