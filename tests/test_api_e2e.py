@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import missing, write_idx_dir
 from test_dashboard_e2e import ARTIFACTS, browser, open_env, visdom_port, window_data  # noqa: F401  (fixtures)
+
 from trainers.runs.table import find_runs, summary
 from viz.dashboard.windows import logged, title
 

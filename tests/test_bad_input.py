@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from trainers.cli import cli
 from tests.conftest import write_idx_dir
+from trainers.cli import cli
 
 
 def assert_one_line_error(result, *words: str):

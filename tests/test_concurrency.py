@@ -17,7 +17,8 @@ import pytest
 
 from tests.conftest import free_port, write_idx_dir
 from trainers.core.run import RunDir
-from viz.server import frontend, manager as server
+from viz.server import frontend
+from viz.server import manager as server
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = 4

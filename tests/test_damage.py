@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from test_dashboard_e2e import browser  # noqa: F401  (the fixture: headless Chromium through Playwright)
+
 from tests.conftest import missing, write_idx_dir
 from tests.test_bad_input import assert_one_line_error
 from trainers.cli import cli
@@ -391,9 +391,9 @@ def sweep_trials(folder: Path):
 
 def test_a_trial_that_crashes_is_failed_in_the_storage_and_its_folder(idx_dir, tmp_path, monkeypatch):
     """A bug inside a trial: the worker records it and goes on; the sweep then ends in one line, exit 1."""
+    from trainers.catalog import TRAINERS
     from trainers.core import training as command
     from trainers.sweeps import study as sweep
-    from trainers.catalog import TRAINERS
     from trainers.sweeps.space import parse_params
 
     out = tmp_path / "runs"
@@ -623,7 +623,8 @@ PAGE_JS = """() => ({
 @pytest.mark.slow
 def test_a_hostile_events_file_puts_no_markup_in_the_page(browser, tmp_path):
     """replay of a run folder someone shared: every string in it reaches the page as text."""
-    from test_dashboard_e2e import HOST as LOCAL, open_env, start_server
+    from test_dashboard_e2e import HOST as LOCAL
+    from test_dashboard_e2e import open_env, start_server
 
     run = tmp_path / "shared-run"
     run.mkdir()

@@ -26,13 +26,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import RAW, free_port, idx_bytes, missing, synthetic_split, write_idx_dir
-from trainers.cli import cli
+
 from trainers.catalog import DATASETS
-from viz.server import frontend, manager as server
+from trainers.cli import cli
 from viz.dashboard.render import TRACE_CAP
 from viz.dashboard.windows import COMPARE_ENV, WINDOWS, title
+from viz.server import frontend
+from viz.server import manager as server
 
 pytestmark = pytest.mark.slow
 

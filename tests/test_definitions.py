@@ -19,12 +19,12 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from tests.conftest import synthetic_split
-from trainers.core import loop
 from trainers.cli import cli
+from trainers.core import loop
 from trainers.core.data import Data, Split, floats
 from trainers.core.loop import Parts, Progress, evaluate, fit
-from trainers.models.mlp import MLP
 from trainers.core.run import RunDir
+from trainers.models.mlp import MLP
 from trainers.runs.table import sort_rows, summary
 
 N, BATCH = 50, 16  # batches of 16, 16, 16 and 2: the last one much smaller

@@ -17,9 +17,10 @@ import pytest
 import websocket
 
 from tests.conftest import free_port
-from viz.server import frontend, manager as server
 from viz.dashboard.client import connect
 from viz.dashboard.render import Renderer
+from viz.server import frontend
+from viz.server import manager as server
 from viz.server.visdom_server import Gate, host_name, is_loopback
 
 EVIL = "http://evil.example"

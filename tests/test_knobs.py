@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from trainers.cli import cli
 from trainers.core.data import Data, Split
+from trainers.core.schedule import Schedule
 from trainers.models.mlp import MLP
 from trainers.models.mlp_lowlevel import LowLevelMLP, dropout
-from trainers.core.schedule import Schedule
 from trainers.models.scratch_softmax import SGD
 
 

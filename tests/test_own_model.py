@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from test_bad_input import assert_one_line_error
 from test_readme import model_files
+
 from trainers.cli import cli
 from trainers.runs.table import find_runs, summary
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from viz.server import frontend, manager as server
+from viz.server import frontend
+from viz.server import manager as server
 
 needs_frontend = pytest.mark.skipif(
     not frontend.is_ready(),

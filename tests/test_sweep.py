@@ -329,8 +329,8 @@ def test_refit_trains_the_chosen_settings_on_training_and_validation_images_and_
 
 
 def test_a_refit_stopped_midway_continues_from_its_checkpoint_with_the_same_command(idx_dir, tmp_path, monkeypatch):
-    from trainers.sweeps import study as sweep
     from trainers.core.run import RunDir
+    from trainers.sweeps import study as sweep
 
     trained = trainings(monkeypatch)
     stops = [signal.SIGTERM]  # once, as the refit's first epoch ends: it stops early in the second
@@ -519,8 +519,8 @@ def test_trials_left_running_by_a_killed_sweep_run_again(tmp_path):
 
 def test_the_parsed_search_space_is_printed_before_anything_starts(idx_dir, tmp_path, monkeypatch):
     """A SPEC cut short by the shell (`dropout=0|0.2` unquoted) shows as one choice at once."""
-    from trainers.sweeps import study as sweep
     from trainers.core.errors import UserError
+    from trainers.sweeps import study as sweep
 
     def refuse(_):
         raise UserError("storage refused by the test")

@@ -17,20 +17,30 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from trainers.core.training import make_sink
 from trainers.core.config import TrainConfig
 from trainers.core.data import Data, Split, floats
 from trainers.core.loop import Evaluation, Parts
 from trainers.core.report import learned_weights, report_curves, report_layers, report_panes
 from trainers.core.run import RunDir
+from trainers.core.training import make_sink
 from viz.dashboard import client
 from viz.dashboard.client import Client
-from viz.panes import caption
-from viz.dashboard.render import CAPTION, GREEN, RED, TILE, LostState, Renderer, label_tiles, text_html
-from viz.dashboard.render import IMAGE_CHROME, TRACE_CAP
-from viz.dashboard.sink import LabelledSink, RecordingSink, Sink, decode_array, decode_images, read_events
+from viz.dashboard.render import (
+    CAPTION,
+    GREEN,
+    IMAGE_CHROME,
+    RED,
+    TILE,
+    TRACE_CAP,
+    LostState,
+    Renderer,
+    label_tiles,
+    text_html,
+)
 from viz.dashboard.sender import VisdomSink, rebuild
+from viz.dashboard.sink import LabelledSink, RecordingSink, Sink, decode_array, decode_images, read_events
 from viz.dashboard.windows import WINDOWS, opts, title
+from viz.panes import caption
 
 SERVER, PORT, ENV = "http://localhost", 8097, "run-1"
 

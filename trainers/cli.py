@@ -17,12 +17,12 @@ from click.core import ParameterSource
 from trainers import __version__
 from trainers.catalog import TRAINERS, Trainer
 from trainers.core.errors import TrainvizError, UserError
-from trainers.options import env_name, server_options, train_options
 from trainers.core.run import Damaged, RunDir
+from trainers.options import env_name, server_options, train_options
 from trainers.runs.table import COLUMNS, find_runs, format_table, problems, sort_rows, summary
 from trainers.sweeps.space import PRUNERS
-from viz.server.manager import server_cli
 from viz.dashboard.windows import COMPARE_ENV
+from viz.server.manager import server_cli
 
 
 class OneLineErrors(click.Group):
@@ -240,8 +240,8 @@ def replay_command(run_dir: Path, server: str, port: int, env: str | None):
         except OSError as err:
             raise UserError(f"cannot read {run.config_file} ({err.strerror}); name the environment with --env") from None
     from viz.dashboard.render import Renderer
-    from viz.dashboard.sink import read_events
     from viz.dashboard.sender import rebuild
+    from viz.dashboard.sink import read_events
 
     try:
         events, damaged = read_events(run.events_file)

@@ -19,7 +19,6 @@ from trainers.core.config import MLPConfig, TrainConfig, annotation
 from trainers.core.schedule import SCHEDULES
 from trainers.models.own import comments, own_fields
 
-
 # The largest learning rate and weight decay taken: far past any that trains (a rate of 1e6
 # already diverges at once), and far below float32's limit (3.4e38), past which the SGD step
 # itself fails.

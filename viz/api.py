@@ -35,9 +35,9 @@ import sys
 import time
 from pathlib import Path
 
-from viz.defaults import PORT, SERVER
 from viz.dashboard.sink import SCALES, RecordingSink, Sink, drawable
 from viz.dashboard.windows import LOGGED_NAME, logged
+from viz.defaults import PORT, SERVER
 
 READ_EVERY = 1.0  # seconds between read-backs of the logged values (and writes of metrics.jsonl)
 clock = time.monotonic  # what times the read-backs

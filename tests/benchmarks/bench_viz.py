@@ -44,11 +44,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would bury the table
 
 import click
 
-from trainers.core import training as command
 from trainers.catalog import TRAINERS
-from viz.server import manager as server
+from trainers.core import training as command
 from viz.dashboard.client import connect
 from viz.dashboard.windows import WINDOWS, opts
+from viz.server import manager as server
 
 HOST = "http://127.0.0.1"
 SHOWN = len([key for key in WINDOWS if not key.startswith(("compare_", "sweep_")) and key != "lr"])

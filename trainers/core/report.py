@@ -18,7 +18,6 @@ from viz.dashboard.sink import Sink
 from viz.dashboard.windows import EPOCH_MEAN
 
 
-
 class Smoothed:
     """An exponential moving average of a series, debiased at the start (as TensorBoard smooths).
 

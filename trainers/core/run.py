@@ -23,7 +23,6 @@ from trainers.core.errors import UserError
 from trainers.options import ENV_NAME
 from viz.paths import append_whole, atomic_path, no_space, try_lock
 
-
 # What status.json can say. A run writes "running" when it starts and one of the others
 # when it ends; a run killed outright leaves "running", with the pid and host that ran it.
 STATUSES = ("running", "finished", "stopped", "diverged", "pruned", "failed")

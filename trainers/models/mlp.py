@@ -8,7 +8,6 @@ from torch import nn
 from trainers.core.config import MLPConfig
 from trainers.core.loop import Parts
 
-
 # Activations as data: one entry per --activation choice (trainers.catalog.ACTIVATIONS),
 # each a factory taking the negative slope (which plain ReLU ignores).
 ACTIVATION_LAYERS = {"relu": lambda slope: nn.ReLU(), "leaky-relu": nn.LeakyReLU}

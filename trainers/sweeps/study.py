@@ -46,8 +46,8 @@ from trainers.core.run import Pruned, RunDir, RunHooks, process_alive
 from trainers.runs.table import epoch_records, text_table
 from trainers.sweeps import optuna_internals as internals
 from trainers.sweeps.space import PLUMBING, PRUNERS, Param, convert, describe, differences, grid_points
-from viz.paths import available_memory, human_bytes
 from viz.dashboard.sweep_board import SweepBoard, label, short
+from viz.paths import available_memory, human_bytes
 
 POLL = 1.0  # seconds between a waiting worker's (and the progress bar's) looks at the study
 HEARTBEAT = 10  # default seconds between a running trial's heartbeats (database storages)
@@ -443,8 +443,8 @@ def work(sweep: Sweep, index: int, log_file: Path) -> None:
 def _work(sweep: Sweep, index: int, stopping: threading.Event) -> None:
     import torch
 
-    from trainers.core.training import resolve_device
     from trainers.core.data import DataError, load
+    from trainers.core.training import resolve_device
 
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // sweep.jobs))
     trainer = trainer_of(sweep.trainer)

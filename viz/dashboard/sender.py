@@ -18,9 +18,9 @@ from pathlib import Path
 import requests
 
 from viz.dashboard.client import connect
-from viz.paths import append_whole
 from viz.dashboard.render import Renderer
 from viz.dashboard.sink import POINT_KINDS, Sink, read_events
+from viz.paths import append_whole
 
 FLUSH_SECONDS = 1.0  # longest a point waits before it is sent
 MAX_PENDING = 20_000  # events held in memory while the server is away; older ones are dropped

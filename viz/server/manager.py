@@ -35,9 +35,9 @@ from typing import Callable, Literal, Optional
 
 import click
 
-from viz.server import frontend
 from viz.defaults import PORT as DEFAULT_PORT
 from viz.paths import atomic_path, cache_dir, locked
+from viz.server import frontend
 
 SERVER_MODULE = "viz.server.visdom_server"  # what ``python -m`` runs: visdom behind trainviz's gate
 
