@@ -44,6 +44,11 @@ TRAINERS = {trainer.name: trainer for trainer in (
 )}
 
 
+def command_words(trainer: str) -> list[str]:
+    """The command that runs ``trainer``, as words: ``trainviz mlp``, ``trainviz run PATH.py`` for a model of one's own."""
+    return ["trainviz", trainer] if trainer in TRAINERS else ["trainviz", "run", trainer]
+
+
 def trainer_of(name: str) -> Trainer:
     """A built-in trainer by name, or a model of one's own (a file, ``module:function``, an installed name).
 

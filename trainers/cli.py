@@ -25,16 +25,24 @@ from viz.dashboard.windows import COMPARE_ENV
 from viz.server.manager import server_cli
 
 
+def write_installed(formatter: click.HelpFormatter, heading: str) -> None:
+    """A help section of the trainers installed packages offer, by name and entry point, if any.
+
+    Read from the packages' metadata: none of them is imported (nor torch).
+    """
+    from trainers.models import own
+
+    if own.installed():
+        with formatter.section(heading):
+            formatter.write_dl(sorted(own.installed().items()))
+
+
 class OneLineErrors(click.Group):
     """A group whose errors are one line on stderr (no usage block), with their exit status."""
 
     def format_epilog(self, ctx, formatter) -> None:
-        """After the commands: the trainers installed packages offer (read from their metadata, nothing imported)."""
-        from trainers.models import own
-
-        if own.installed():
-            with formatter.section("Trainers from installed packages (trainviz run NAME)"):
-                formatter.write_dl(sorted(own.installed().items()))
+        """After the commands: the trainers installed packages offer."""
+        write_installed(formatter, "Trainers from installed packages (trainviz run NAME)")
         super().format_epilog(ctx, formatter)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
@@ -85,12 +93,7 @@ class OwnTrainers(click.Group):
         return sorted(own.installed())
 
     def format_commands(self, ctx, formatter) -> None:
-        """The installed trainers by name and entry point, read from their metadata: none is imported."""
-        from trainers.models import own
-
-        if own.installed():
-            with formatter.section("Installed trainers"):
-                formatter.write_dl(sorted(own.installed().items()))
+        write_installed(formatter, "Installed trainers")
 
     def get_command(self, ctx, name: str) -> click.Command | None:
         from trainers.models import own  # the user's file imports torch: only once one is named

@@ -56,7 +56,7 @@ class Run:
     that is gone, which ``trainviz runs`` lists as failed.
     """
 
-    def __init__(self, run_dir, sink: Sink, settings: dict, url: str):
+    def __init__(self, run_dir, sink: Sink, settings: dict, url: str, lock: contextlib.ExitStack):
         self.dir = run_dir
         self.path: Path = run_dir.path
         self.env: str = settings["env"]
@@ -71,7 +71,7 @@ class Run:
         self._last: dict[str, float] = {}  # each name's latest value, for the dashboard's final word
         self._config_shown = False
         self._finished = False
-        self._lock = contextlib.ExitStack()
+        self._lock = lock  # the run folder's, let go at finish
 
     # ------------------------------------------------------------ logging
 
@@ -112,7 +112,7 @@ class Run:
         self._read_at = clock() + READ_EVERY
         if not held:
             return
-        read = iter(list(as_numbers([value for _, values in held for value in values.values()])))
+        read = as_numbers([value for _, values in held for value in values.values()])
         records, points = [], {}  # points: each name's (steps, values)
         for step, values in held:
             record = {"kind": "log", "step": step}
@@ -208,7 +208,7 @@ class Run:
             raise ValueError(f"classification needs one image per label ({len(pixels)} images, {len(labels)} labels) "
                              f"and labels from 0 to {len(classes) - 1}")
         confidence, predicted = logits.softmax(dim=1).max(dim=1)
-        shown = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:samples]
+        shown = panes.sample_indices(len(labels), samples, seed=0)
         panes.classification(self._sink, labels, predicted, confidence, lambda index: pixels[index.numpy()],
                              classes, shown, f"Step {max(self._step, 0) if step is None else step}", split)
 
@@ -415,8 +415,7 @@ def init(name: str | None = None, config: dict | None = None, out: str | os.Path
         sink = VisdomSink(server, port, run_dir.name, run_dir.events_file)
     else:
         sink = Sink()
-    run = Run(run_dir, sink, settings, f"{server}:{port}/env/{run_dir.name}")
-    run._lock = lock
+    run = Run(run_dir, sink, settings, f"{server}:{port}/env/{run_dir.name}", lock)
     if not _open_runs and sys.excepthook is sys.__excepthook__:
         sys.excepthook = _note_failure
     _open_runs[run] = None

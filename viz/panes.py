@@ -21,6 +21,11 @@ BINS = 40  # histogram bins per layer
 UNITS = 32  # hidden units shown in "what the model learned": the ones with the largest weights
 
 
+def sample_indices(n: int, count: int, seed: int) -> torch.Tensor:
+    """The same held-out images every epoch, so the grid shows predictions changing."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:count]
+
+
 def caption(classes: tuple[str, ...], true: int, predicted: int, confidence: float) -> str:
     """Two lines: the true class, and the prediction with its probability (the renderer wraps what is too wide)."""
     return f"{classes[true]}\n-> {classes[predicted]} {confidence:.0%}"

@@ -37,11 +37,6 @@ class Smoothed:
         return self.average / self.total_weight
 
 
-def sample_indices(n: int, count: int, seed: int) -> torch.Tensor:
-    """The same held-out images every epoch, so the grid shows predictions changing."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:count]
-
-
 def pixels(split: Split, index: torch.Tensor):
     """The split's images at ``index`` as uint8 (N, 28, 28) on the CPU."""
     return split.pixels.index_select(0, index.to(split.pixels.device)).squeeze(1).cpu().numpy()

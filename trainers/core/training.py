@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from trainers.catalog import DATASETS, TRAINERS, trainer_of
+from trainers.catalog import DATASETS, TRAINERS, command_words, trainer_of
 from trainers.core.config import TrainConfig
 from trainers.core.data import Data, DataError, load
 from trainers.core.errors import TrainvizError, UserError
 from trainers.core.loop import Diverged, Evaluation, Interrupted, Parts, Progress, evaluate, fit
-from trainers.core.report import Smoothed, report_curves, report_layers, report_panes, sample_indices
+from trainers.core.report import Smoothed, report_curves, report_layers, report_panes
 from trainers.core.run import Damaged, Pruned, RunDir, RunHooks
 from trainers.core.schedule import Schedule
 from trainers.models import own
@@ -27,6 +27,7 @@ from trainers.models.own import last_line
 from viz.dashboard.economy import Budget
 from viz.dashboard.sink import HeldSink, Sink
 from viz.dashboard.windows import SMOOTHING
+from viz.panes import sample_indices
 from viz.paths import available_memory, free_space, human_bytes, no_space
 
 # The costly dashboard panes may take this share of the run's time (their measured cost
@@ -371,7 +372,7 @@ def check_model_file(run: RunDir, trainer: str, force: bool) -> None:
 
 def command_of(trainer: str) -> str:
     """The command that runs ``trainer``: ``trainviz mlp``, or ``trainviz run PATH.py`` for a model of one's own."""
-    return f"trainviz {trainer}" if trainer in TRAINERS else f"trainviz run {shlex.quote(trainer)}"
+    return shlex.join(command_words(trainer))
 
 
 def first_line(err: BaseException) -> str:
@@ -400,7 +401,7 @@ def build(config: TrainConfig, device: torch.device) -> Parts:
     gets cross-entropy and the SGD the shared options describe, or (model, loss, optimizer).
     """
     trainer = trainer_of(config.trainer)
-    if trainer.source is not None or config.trainer not in TRAINERS:
+    if config.trainer not in TRAINERS:
         return own_parts(trainer, config, device)
     parameters, needed = memory_needed(config)
     if device.type == "cuda":

@@ -40,7 +40,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
-from trainers.catalog import TRAINERS, trainer_of
+from trainers.catalog import command_words, trainer_of
 from trainers.core.errors import UserError
 from trainers.core.run import Pruned, RunDir, RunHooks, process_alive
 from trainers.runs.table import epoch_records, text_table
@@ -857,7 +857,7 @@ def reproduce_command(sweep: Sweep, values: dict) -> str:
         return json.loads(json.dumps(settings))
 
     defaults = plain(trainer_of(sweep.trainer).config().to_dict())
-    words = ["trainviz", sweep.trainer] if sweep.trainer in TRAINERS else ["trainviz", "run", sweep.trainer]
+    words = command_words(sweep.trainer)
     for field, value in plain({**sweep.config, **values}).items():
         if field in PLUMBING or field == "test" or field not in defaults or value == defaults[field]:
             continue
