@@ -128,7 +128,7 @@ def test_the_run_folder_is_one_the_runs_table_reads(tmp_path):
     assert row | {"path": None} == {
         "run": run.path.name, "trainer": "lenet", "status": "finished", "settings": "lr=0.05 epochs=3 layers=[6, 16]",
         "epochs": 2, "epochs_planned": 3, "val_acc": 0.7, "test_acc": 0.65, "seconds": 0, "path": None,
-        "damaged": None}
+        "lineage": None, "damaged": None}
     config = json.loads((run.path / "config.json").read_text())
     assert config["config"] == {"lr": 0.05, "epochs": 3, "layers": [6, 16]} and config["env"] == run.path.name
 

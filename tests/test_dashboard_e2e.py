@@ -43,9 +43,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 HOST = "http://127.0.0.1"
-# The learning-rate pane appears only when the rate changes; every run here keeps it constant.
-# The learning-rate pane appears only for a rate that changes (--schedule cosine or step).
-RUN_WINDOWS = {key for key in WINDOWS if not key.startswith(("compare_", "sweep_")) and key != "lr"}
+# The learning-rate pane appears only for a rate that changes (--schedule cosine or step, or a
+# change from the control pane); the control pane is closed when its run ends.
+RUN_WINDOWS = {key for key in WINDOWS if not key.startswith(("compare_", "sweep_")) and key not in ("lr", "controls")}
 COMPARE_WINDOWS = {key for key in WINDOWS if key.startswith("compare_")}
 SWEEP_WINDOWS = {key for key in WINDOWS if key.startswith("sweep_")}
 CLASSES = DATASETS["fashion-mnist"].classes

@@ -518,7 +518,7 @@ def tiny_report(with_grad: bool = True, predicted=PREDICTED):
                       confidence=torch.tensor(CONFIDENCE))
     sink = RecordingSink()
     report_curves(sink, RECORD)
-    report_panes(sink, RECORD, test, data.test, "test", data.classes, parts, torch.tensor([1, 0, 5]))
+    report_panes(sink, f"Epoch {RECORD['epoch']}", test, data.test, "test", data.classes, parts, torch.tensor([1, 0, 5]))
     report_layers(sink, RECORD, parts, samples_seen=8)
     return sink.events, data, model
 

@@ -49,7 +49,8 @@ class OneLineErrors(click.Group):
         try:
             status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except (click.ClickException, TrainvizError) as err:
-            click.echo(f"Error: {err.format_message()}", err=True)
+            # A run stopped from its dashboard ends as asked (status 0), but not finished: said on stderr too.
+            click.echo(f"{'Error: ' if err.exit_code else ''}{err.format_message()}", err=True)
             status = err.exit_code
         except click.Abort:
             click.echo("Aborted.", err=True)
@@ -76,8 +77,9 @@ def trainer_command(trainer: Trainer) -> click.Command:
     def command(force: bool = False, **options):
         from trainers.core.training import train  # torch, torchvision: only now that a run starts
 
-        given = click.get_current_context().get_parameter_source("epochs") == ParameterSource.COMMANDLINE
-        train(trainer.config(trainer=trainer.name, **options), epochs_given=given, force=force)
+        ctx = click.get_current_context()
+        given = {name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+        train(trainer.config(trainer=trainer.name, **options), given=given, force=force)
 
     for option in force:
         command = option(command)
@@ -186,9 +188,11 @@ def sweep_command(trainer: Trainer) -> click.Command:
     @click.pass_context
     def command(ctx, specs, sampler, trials, pruner, prune, refit, study, storage, jobs, heartbeat, **options):
         for name, why in (("resume", "continue a sweep by running the same command again"),
+                          ("fork", "fork one of its trials' run folders with trainviz TRAINER --fork"),
+                          ("from_epoch", "it goes with --fork, which a sweep does not take"),
                           ("env", "a sweep names its environments after the study")):
             if options[name] is not None:
-                raise UserError(f"--{name} is not a sweep option: {why}")
+                raise UserError(f"--{name.replace('_', '-')} is not a sweep option: {why}")
         if options["test"]:
             raise UserError("--test is not a sweep option: trials are chosen on validation accuracy, and the "
                             "chosen trial's test accuracy is reported at the end")

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from trainers.catalog import ACTIVATIONS, DATASETS
-from trainers.core.config import MLPConfig, TrainConfig, annotation
+from trainers.core.config import KEEP_EPOCHS, MLPConfig, TrainConfig, annotation
 from trainers.core.schedule import SCHEDULES
 from trainers.models.own import comments, own_fields
 
@@ -141,8 +141,15 @@ def train_options(config: type[TrainConfig], activation: bool = False, **default
                      help="Test images in the prediction grid."),
         click.option("--save-every", type=positive, default=d["save_every"], show_default=True,
                      help="Epochs between checkpoints (the last epoch and a stop always save)."),
+        click.option("--keep-checkpoints", is_flag=True, default=d["keep_checkpoints"],
+                     help=f"Keep every saved epoch's checkpoint, to fork from any (default: the last {KEEP_EPOCHS})."),
         click.option("--resume", type=click.Path(path_type=Path, file_okay=False), default=None,
                      help="Continue the run in this folder where it stopped."),
+        click.option("--fork", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="RUN_DIR",
+                     help="Start a new run from RUN_DIR's state at the end of --from-epoch, with the options "
+                          "given here changed (lr, momentum, weight decay, schedule, dropout, epochs)."),
+        click.option("--from-epoch", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="With --fork: the epoch to start from (one whose checkpoint the run kept)."),
     ]
     if issubclass(config, MLPConfig):
         options += [

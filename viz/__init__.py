@@ -6,5 +6,6 @@ Learning's Animator draws, live. Importing ``viz`` imports neither torch nor vis
 
 from viz.animator import Animator
 from viz.api import Run, init
+from viz.dashboard.controls import Request
 
-__all__ = ["Animator", "Run", "init"]
+__all__ = ["Animator", "Request", "Run", "init"]

@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import html
 import json
 import math
 import numbers
 import os
+import queue
 import re
 import sys
 import time
 from pathlib import Path
 
+from viz.dashboard.controls import MAX_RATE, PaneState, Request
 from viz.dashboard.sink import SCALES, RecordingSink, Sink, drawable
 from viz.dashboard.windows import LOGGED_NAME, logged
 from viz.defaults import PORT, SERVER
@@ -72,6 +75,10 @@ class Run:
         self._config_shown = False
         self._finished = False
         self._lock = lock  # the run folder's, let go at finish
+        self._pane: PaneState | None = None  # the control pane, once ``controls`` showed it
+        self._pane_at = 0.0  # when a rate the loop changed itself may be shown next
+        self._inbox: queue.SimpleQueue[Request] | None = None
+        self._listener = None
 
     # ------------------------------------------------------------ logging
 
@@ -238,6 +245,68 @@ class Run:
         self._before_pane()
         self._sink.text(window_name(name), str(text))
 
+    # ------------------------------------------------------------ steering
+
+    def controls(self, lr: float) -> list[Request]:
+        """What the run's control pane asked for since the last call: call it between two steps.
+
+        The first call shows the pane in the run's environment: the learning rate ``lr``
+        (set a value, x0.5, x2), pause / continue and stop. Returned, for the loop to act
+        on: ``Request("lr", value)`` (set every group's rate to ``value``) and
+        ``Request("stop")`` (end the loop). A pause is handled here: the call returns
+        once the pane says continue (or stop). A bad value is answered in the pane.
+        Each request is recorded in metrics.jsonl as a control record at the last step logged.
+
+            for request in run.controls(optimizer.param_groups[0]["lr"]):
+                if request.action == "lr":
+                    for group in optimizer.param_groups:
+                        group["lr"] = request.value
+                elif request.action == "stop":
+                    stop = True
+
+        ``lr`` is the rate the loop uses now; a rate the loop changes itself (a scheduler)
+        is shown at most once every ``READ_EVERY`` seconds.
+        """
+        self._check_open()
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr <= MAX_RATE:
+            raise ValueError(f"lr must be the learning rate the loop uses, a number above 0, not {lr!r:.40}")
+        lr = float(lr)
+        if self._pane is None:
+            self._pane = PaneState(lr=lr, refresh=False, fork=False)
+            self._inbox = queue.SimpleQueue()
+            self._show_pane()
+            self._listener = self._sink.listen(lambda: self._pane, self._inbox.put)
+        elif lr != self._pane.lr and clock() >= self._pane_at:
+            self._show_pane(lr=lr)
+        asked = []
+        while not self._inbox.empty() or self._pane.paused:
+            try:
+                request = self._inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if request.action == "invalid":
+                self._show_pane(note=f"refused: {request.text}")
+                continue
+            if request.action in ("pause", "continue") and self._pane.paused == (request.action == "pause"):
+                continue
+            self.dir.append_metrics([{"kind": "control", "step": self._step, "action": request.action,
+                                      "value": request.value}])
+            if request.action == "lr":
+                self._show_pane(lr=request.value, note=f"step {self._step}: learning rate set to {request.value:.6g}")
+            elif request.action in ("pause", "continue"):
+                self._show_pane(paused=request.action == "pause", note=f"step {self._step}: {request.action}")
+                continue
+            elif request.action == "stop":
+                self._show_pane(paused=False, note=f"step {self._step}: stopping")
+            asked.append(request)
+        return asked
+
+    def _show_pane(self, **changes) -> None:
+        self._pane = dataclasses.replace(self._pane, **changes)
+        self._pane_at = clock() + READ_EVERY
+        self._sink.controls(self._pane)
+        self._sink.save()
+
     # ------------------------------------------------------------ the end
 
     def finish(self, status: str = "finished") -> None:
@@ -249,6 +318,8 @@ class Run:
         if self._finished:
             return
         self._finished = True
+        if self._listener is not None:
+            self._listener.close()
         try:
             try:
                 self._read_back()

@@ -9,6 +9,10 @@ from pathlib import Path
 
 from viz.defaults import PORT, SERVER
 
+# Epoch checkpoints a run keeps for forks (RUN_DIR/checkpoints/epoch-NNNN.pt) besides checkpoint.pt:
+# the last few saved; --keep-checkpoints keeps every one. The newest is a hard link to checkpoint.pt.
+KEEP_EPOCHS = 3
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -35,7 +39,10 @@ class TrainConfig:
     log_every: int = 1  # steps between training-loss points (metrics.jsonl and dashboard)
     images: int = 32  # test images shown in the prediction grid
     save_every: int = 1  # epochs between checkpoints
+    keep_checkpoints: bool = False  # keep every saved epoch's checkpoint for forks (default: the last few)
     resume: Path | None = None  # run folder to continue instead of starting a new one
+    fork: Path | None = None  # run folder to branch from, at the end of epoch ``from_epoch``, as a new run
+    from_epoch: int | None = None  # the epoch of ``fork`` to start from
 
     def to_dict(self) -> dict:
         """Every setting as JSON-ready values."""
@@ -46,7 +53,7 @@ class TrainConfig:
         """Rebuild a config saved by `to_dict`, ignoring keys this class does not know."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in values.items() if k in fields}
-        for key in ("data_dir", "out", "resume"):
+        for key in ("data_dir", "out", "resume", "fork"):
             if kwargs.get(key) is not None:
                 kwargs[key] = Path(kwargs[key])
         if "hidden" in kwargs:
@@ -78,6 +85,7 @@ def _number(value) -> bool:
 # Each field's annotation (a string: annotations are postponed) -> what a saved value must be, and its name.
 _KINDS = {
     "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "int | None": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "a whole number or null"),
     "float": (_number, "a finite number"),
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "str": (lambda v: isinstance(v, str), "a string"),

@@ -102,6 +102,7 @@ def fit(
     on_steps: Callable[[int, list[tuple[int, float]]], None] = lambda epoch, points: None,
     on_epoch: Callable[[dict, dict[str, Evaluation]], None] = lambda record, evaluations: None,
     should_stop: Callable[[], bool] = lambda: False,
+    paused: Callable[[], float] = lambda: 0.0,
 ) -> dict:
     """Train ``parts`` from ``progress`` up to ``epochs`` and return the last epoch's record.
 
@@ -119,7 +120,9 @@ def fit(
         on_steps: called with (epoch, [(step, loss), ...]) a few times per epoch.
         on_epoch: called after each epoch with its record and the evaluations by split
             name ("val", "test").
-        should_stop: checked after every step; True ends training with ``Interrupted``.
+        should_stop: checked after every step (it may block: a paused run); True ends
+            training with ``Interrupted``.
+        paused: the seconds training has been paused so far, left out of the epochs' seconds.
 
     Raises:
         Diverged: a step's loss was NaN or infinite.
@@ -137,7 +140,7 @@ def fit(
     device = data.train.labels.device
     while progress.epoch < epochs:
         epoch = progress.epoch + 1
-        started = time.perf_counter() - progress.seconds
+        started = time.perf_counter() - progress.seconds - paused()  # the pauses after this are taken off
         # A resumed epoch replays its shuffling order and skips the batches already done.
         if progress.batch:
             generator.set_state(progress.order_state)
@@ -178,7 +181,7 @@ def fit(
                     bar.update(i - bar.n)
                 if stop:
                     progress.batch, progress.loss_sum, progress.correct = i, loss_sum.item(), int(correct.item())
-                    progress.seconds = time.perf_counter() - started
+                    progress.seconds = time.perf_counter() - started - paused()
                     raise Interrupted()
         train_loss = loss_sum.item() / len(data.train)
         if not math.isfinite(train_loss):
@@ -195,7 +198,7 @@ def fit(
         for name, result in evaluations.items():
             record[f"{name}_loss"], record[f"{name}_acc"] = result.loss, result.accuracy
         record["lr"] = parts.optimizer.param_groups[0]["lr"]
-        record["seconds"] = time.perf_counter() - started
+        record["seconds"] = time.perf_counter() - started - paused()
         progress.seconds = 0.0
         on_epoch(record, evaluations)
         if should_stop() and progress.epoch < epochs:

@@ -54,15 +54,15 @@ def report_curves(sink: Sink, record: dict) -> None:
                                            if f"{split}_{metric}" in record})
 
 
-def report_panes(sink: Sink, record: dict, result: Evaluation, split: Split, name: str,
+def report_panes(sink: Sink, when: str, result: Evaluation, split: Split, name: str,
                  classes: tuple[str, ...], parts: Parts, samples: torch.Tensor) -> None:
     """The costly panes: sample grid and table, mistakes, confusion, per-class accuracy, learned weights.
 
     ``result`` is the evaluation of the held-out ``split`` called ``name`` ("test", or
-    "val" for a run that does not look at the test set).
+    "val" for a run that does not look at the test set) at ``when`` ("Epoch 3", "Step 1200").
     """
     panes.classification(sink, split.labels, result.predictions, result.confidence,
-                         lambda index: pixels(split, index), classes, samples, f"Epoch {record['epoch']}", name)
+                         lambda index: pixels(split, index), classes, samples, when, name)
     weights, captions, columns = learned_weights(parts.model, classes)
     sink.templates("templates", weights, captions, columns)
     sink.histogram("weights", panes.histograms(dict(weight_matrices(parts.model))))

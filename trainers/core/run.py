@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from trainers.catalog import TRAINERS
-from trainers.core.config import TrainConfig, json_kind, settings_problem
+from trainers.core.config import KEEP_EPOCHS, TrainConfig, json_kind, settings_problem
 from trainers.core.errors import UserError
 from trainers.options import ENV_NAME
 from viz.paths import append_whole, atomic_path, no_space, try_lock
@@ -79,6 +79,9 @@ class RunHooks:
     def epoch(self, record: dict) -> None:
         """An epoch's record is saved; raising ``Pruned`` ends the run with status pruned."""
 
+    def steer(self, steering) -> None:
+        """Training starts: ``steering.inbox`` takes ``viz.Request``s as the dashboard's control pane sends them."""
+
 
 class RunDir:
     """``<out>/<trainer>-<YYYYmmdd-HHMMSS>``: config.json, status.json, metrics.jsonl, checkpoint.pt, .lock."""
@@ -91,6 +94,8 @@ class RunDir:
         self.events_file = path / "events.jsonl"
         self.status_file = path / "status.json"
         self.lock_file = path / ".lock"  # held by the one process writing the folder
+        self.epochs_dir = path / "checkpoints"  # epoch-NNNN.pt: what a fork starts from
+        self.pinned: set[int] = set()  # epochs a fork started by this process starts from: never deleted
 
     @property
     def name(self) -> str:
@@ -287,8 +292,43 @@ class RunDir:
         torch.save(state, buffer)
         self._replace(self.checkpoint_file, buffer.getbuffer())
 
-    def load_checkpoint(self, device="cpu") -> dict:
-        """The state saved by ``save_checkpoint``, its tensors on ``device``.
+    def keep_epoch(self, epoch: int, keep: int | None = KEEP_EPOCHS) -> None:
+        """Keep checkpoint.pt, just saved at the end of ``epoch``, as checkpoints/epoch-NNNN.pt for forks.
+
+        A hard link (no space taken while checkpoint.pt is the same file), made under a
+        temporary name and renamed into place; then all but the newest ``keep`` epochs'
+        are deleted (``keep`` None: none are), except the ``pinned`` ones.
+        """
+        self.epochs_dir.mkdir(exist_ok=True)
+        target = self.epoch_checkpoint(epoch)
+        with atomic_path(target) as partial:
+            partial.unlink()  # its unique name, for the link
+            try:
+                os.link(self.checkpoint_file, partial)
+            except OSError as err:
+                if no_space(err):
+                    raise
+                partial.write_bytes(self.checkpoint_file.read_bytes())  # a file system without hard links
+        if keep is not None:
+            for old in self.kept_epochs()[:-keep]:
+                if old not in self.pinned:
+                    self.epoch_checkpoint(old).unlink(missing_ok=True)
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        """Where the checkpoint of the end of ``epoch`` is kept."""
+        return self.epochs_dir / f"epoch-{epoch:04d}.pt"
+
+    def kept_epochs(self) -> list[int]:
+        """The epochs whose checkpoints are kept, in order."""
+        found = []
+        for file in self.epochs_dir.glob("epoch-*.pt") if self.epochs_dir.is_dir() else ():
+            number = file.stem.removeprefix("epoch-")
+            if number.isdigit():
+                found.append(int(number))
+        return sorted(found)
+
+    def load_checkpoint(self, device="cpu", file: Path | None = None) -> dict:
+        """The state saved by ``save_checkpoint`` (or kept by ``keep_epoch``: ``file``), its tensors on ``device``.
 
         Raises:
             OSError: there is no checkpoint.pt (FileNotFoundError) or it cannot be opened.
@@ -296,21 +336,22 @@ class RunDir:
         """
         import torch
 
+        file = file or self.checkpoint_file
         try:
-            state = torch.load(self.checkpoint_file, map_location=device, weights_only=True)
+            state = torch.load(file, map_location=device, weights_only=True)
         except (FileNotFoundError, PermissionError, IsADirectoryError):
             raise
         except Exception as err:  # a damaged file surfaces as one of many pickle, zip, EOF and OS errors
-            why = "the file is empty" if self.checkpoint_file.stat().st_size == 0 else first_sentence(err)
-            raise Damaged(self.checkpoint_file, f"it cannot be read ({why})",
+            why = "the file is empty" if file.stat().st_size == 0 else first_sentence(err)
+            raise Damaged(file, f"it cannot be read ({why})",
                           "restore it from a copy of the run folder, or train the run again") from None
         if not isinstance(state, dict) or not CHECKPOINT_KEYS <= state.keys():
-            raise Damaged(self.checkpoint_file, "it does not hold a trainviz checkpoint",
+            raise Damaged(file, "it does not hold a trainviz checkpoint",
                           "restore it from a copy of the run folder, or train the run again")
         trainer = TRAINERS.get(state["config"].get("trainer")) if isinstance(state["config"], dict) else None
         problem = settings_problem(state["config"], trainer.config if trainer else TrainConfig)
         if problem:
-            raise Damaged(self.checkpoint_file, f"its settings: {problem}",
+            raise Damaged(file, f"its settings: {problem}",
                           "restore it from a copy of the run folder, or train the run again")
         return state
 

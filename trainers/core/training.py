@@ -8,25 +8,31 @@ import math
 import os
 import shlex
 import signal
+import subprocess
+import sys
+import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from trainers.catalog import DATASETS, TRAINERS, command_words, trainer_of
-from trainers.core.config import TrainConfig
+from trainers.core.config import KEEP_EPOCHS, TrainConfig
 from trainers.core.data import Data, DataError, load
 from trainers.core.errors import TrainvizError, UserError
 from trainers.core.loop import Diverged, Evaluation, Interrupted, Parts, Progress, evaluate, fit
 from trainers.core.report import Smoothed, report_curves, report_layers, report_panes
 from trainers.core.run import Damaged, Pruned, RunDir, RunHooks
 from trainers.core.schedule import Schedule
+from trainers.core.steering import Pilot, Steering
 from trainers.models import own
 from trainers.models.own import last_line
 from viz.dashboard.economy import Budget
 from viz.dashboard.sink import HeldSink, Sink
-from viz.dashboard.windows import SMOOTHING
+from viz.dashboard.controls import PaneState
+from viz.dashboard.windows import SMOOTHING, STEERED
 from viz.panes import sample_indices
 from viz.paths import available_memory, free_space, human_bytes, no_space
 
@@ -97,11 +103,13 @@ class StopSignals:
 
 
 def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None = None,
-          hooks: RunHooks = RunHooks(), epochs_given: bool = False, force: bool = False) -> dict:
+          hooks: RunHooks = RunHooks(), given: Collection[str] = (), force: bool = False) -> dict:
     """Run one trainer end to end: data, run folder, training, checkpoints, summary line.
 
     This is every run's one path: ``trainviz TRAINER``, a sweep's trials and the tests.
-    With ``config.resume`` it continues that run folder from its checkpoint instead.
+    With ``config.resume`` it continues that run folder from its checkpoint instead; with
+    ``config.fork`` it starts a new run folder from the end of epoch ``config.from_epoch``
+    of that one.
 
     Args:
         config: the run's settings.
@@ -111,8 +119,9 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
             (``run_name`` names the folder).
         hooks: told of the run folder once made and of each epoch once saved; raising
             ``Pruned`` from ``hooks.epoch`` ends the run with status pruned.
-        epochs_given: ``config.epochs`` was asked for (typed on the command line): a
-            resumed run trains to it. Otherwise a resumed run keeps its own epochs.
+        given: the settings asked for (typed on the command line). A resumed run trains to
+            ``config.epochs`` only when it is among them, else to its own epochs; a fork
+            changes only these of its parent's settings.
         force: resume a model of one's own even though its file changed since the run began.
 
     Returns:
@@ -126,7 +135,7 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
     # The run folder's lock is held from the moment the folder is known until the run ends.
     with contextlib.ExitStack() as writer:
         try:
-            return _train(config, data, labels, hooks, writer, epochs_given, force)
+            return _train(config, data, labels, hooks, writer, frozenset(given), force)
         except OSError as err:
             if not no_space(err):
                 raise
@@ -136,20 +145,26 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
 
 
 def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: RunHooks,
-           writer: contextlib.ExitStack, epochs_given: bool, force: bool) -> dict:
+           writer: contextlib.ExitStack, given: frozenset[str], force: bool) -> dict:
     """``train``'s work; ``writer`` takes the run folder's lock as soon as the folder is known."""
     device = resolve_device(config.device)
-    state = None
-    if config.resume is not None:
+    state, parent, changes = None, None, {}  # a resumed or forked run's checkpoint; a fork's parent
+    resumed = config.resume is not None
+    if resumed:
         run, state = open_run(config, writer)
-        config = resumed_config(config, state, epochs_given)
+        config = resumed_config(config, state, "epochs" in given)
         check_model_file(run, config.trainer, force)
+    elif config.fork is not None:
+        parent, state = open_fork(config)
+        config, changes = forked_config(config, state, given, parent)
+        check_model_file(parent, config.trainer, force)
     if not config.test and not config.val_size:
         raise UserError("--no-test leaves nothing to evaluate: give --val-size N too")
     if data is None:
         if state is not None and config.data_dir is not None and not config.data_dir.exists():
+            again = f"--resume {config.resume}" if resumed else f"--fork {config.fork} --from-epoch {config.from_epoch}"
             raise UserError(f"the run's data folder {config.data_dir} is gone; give the folder that holds the "
-                            f"files now: {command_of(config.trainer)} --resume {config.resume} --data-dir FOLDER")
+                            f"files now: {command_of(config.trainer)} {again} --data-dir FOLDER")
         try:
             data = load(config.dataset, config.data_dir, device)
         except DataError as err:
@@ -165,45 +180,44 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
     torch.manual_seed(config.seed)
     parts = build(config, device)
     check_output(parts, data, config.trainer)
-    if state is None:
-        run = new_run(config, labels)
-        writer.enter_context(run.writing())
     generator = torch.Generator().manual_seed(config.seed)
     progress = Progress()
-    if state is None:
+    if state is not None:  # before a fork's folder is made: a checkpoint that does not fit leaves nothing behind
+        progress = restore(parent or run, parts, state, generator, config.trainer, force)
+        set_hyperparameters(parts, changes)
+    if not resumed:
+        run = new_run(config, labels)
+        writer.enter_context(run.writing())
         settings = {**config.to_dict(), **(labels or {}), "env": config.env or run.name, "run_dir": str(run.path),
                     "torch": torch.__version__, "device_name": str(device), "data_source": str(data.source),
                     **model_file(config.trainer)}
+        if parent is not None:
+            settings |= {"fork_of": str(parent.path), "fork_epoch": config.from_epoch, "fork_changes": changes}
         run.write_config(settings)
+        if parent is not None:  # a fork's history up to its epoch is its parent's
+            copy_history(parent, run, progress.step)
     else:
-        try:
-            check_fits(run, parts, state)
-        except Damaged:
-            if force and config.trainer not in TRAINERS:  # the file changed, and with it the model
-                raise UserError(f"the model {config.trainer} builds now does not fit the checkpoint of {run.path}: "
-                                "its layers changed since the run began; restore the file to resume it") from None
-            raise
-        parts.model.load_state_dict(state["model"])
-        parts.optimizer.load_state_dict(state["optimizer"])
-        progress = Progress(**state["progress"])
-        generator.set_state(state["generator"])
-        if "rng" in state:  # dropout's draws continue where they stopped
-            torch.set_rng_state(state["rng"])
         run.truncate_metrics(progress.step)
         # What this command line changed (a larger --epochs, a new --data-dir) is the run's now.
         recorded = run.read_config()
-        changes = {key: value for key, value in config.to_dict().items()
+        updated = {key: value for key, value in config.to_dict().items()
                    if key in ("epochs", "data_dir") and recorded.get(key) != value}
-        if changes:
-            run.update_config(**changes)
-        settings = {**recorded, **changes}
+        if updated:
+            run.update_config(**updated)
+        settings = {**recorded, **updated}
     schedule = Schedule(config.schedule, config.lr, config.epochs, math.ceil(len(data.train) / config.batch_size))
-    report = Reporter(config, run, make_sink(config, run, resumed=state is not None), settings, data, parts,
-                      schedule, resumed=state is not None)
-    saved = {"epoch": progress.epoch if state is not None else None}  # the last checkpoint written
+    # The rate changes made from the dashboard go on in a resumed run and in a fork that keeps the rate.
+    steering = Steering(schedule, state.get("steering", []) if state is not None and "lr" not in changes else [])
+    report = Reporter(config, run, make_sink(config, run, resumed=resumed), settings, data, parts, steering,
+                      resumed=resumed)
+    if parent is not None:
+        report.history(run.read_metrics())
+    saved = {"epoch": progress.epoch if resumed else None}  # the last checkpoint written
 
     def save() -> None:
-        run.save_checkpoint(checkpoint(parts, config, progress, generator))
+        run.save_checkpoint(checkpoint(parts, config, progress, generator, steering))
+        if progress.batch == 0:  # the end of an epoch: kept for forks
+            run.keep_epoch(progress.epoch, None if config.keep_checkpoints else KEEP_EPOCHS)
         saved["epoch"] = progress.epoch
 
     def epoch_done(record: dict, evaluations: dict[str, Evaluation]) -> None:
@@ -215,22 +229,30 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
 
     # The handlers stay installed while a stop is saved, so a second signal still quits at once.
     with StopSignals() as stop:
+        pilot = Pilot(steering, record=report.control, show=report.controls, refresh=report.refresh,
+                      fork=lambda: start_fork(config, run, progress.epoch), stop_signal=stop.requested,
+                      prune=Pruned if (labels or {}).get("trial") is not None else None)
         try:
             try:
                 run.write_status("running")
                 hooks.started(run)
+                report.steer(pilot, progress.step)
+                hooks.steer(steering)
                 record = fit(parts, data, epochs=config.epochs, batch_size=config.batch_size, generator=generator,
-                             progress=progress, schedule=schedule, log_every=config.log_every, on_steps=report.steps,
-                             on_epoch=epoch_done, should_stop=stop.requested)
+                             progress=progress, schedule=steering, log_every=config.log_every, on_steps=report.steps,
+                             on_epoch=epoch_done, should_stop=lambda: pilot(progress.step),
+                             paused=lambda: pilot.paused_seconds)
             except Interrupted:
                 save()
                 report.flush()
                 report.end("stopped", epoch=progress.epoch, step=progress.step)
+                how, status = (f"{signal.Signals(stop.signum).name}", 128 + stop.signum) if stop.signum \
+                    else ("stopped from the dashboard", 0)
                 raise Stopped(
-                    f"{signal.Signals(stop.signum).name} at epoch {progress.epoch + 1}, step {progress.step}: "
+                    f"{how} at epoch {progress.epoch + 1}, step {progress.step}: "
                     f"checkpoint and metrics saved in {run.path}; continue with: "
                     f"{command_of(config.trainer)} --resume {run.path}",
-                    128 + stop.signum,
+                    status,
                 ) from None
             except Diverged as err:
                 report.end("diverged", step=err.step)
@@ -272,13 +294,15 @@ class Reporter:
     panes only as often as their measured cost allows (``PANES_SHARE`` of the run, a first
     refresh taken to cost ``PANES_PRIOR``) and at the last epoch; the per-layer norms,
     the throughput and the learning rate are held and drawn with the panes. Adding a
-    metric to the dashboard is one call here.
+    metric to the dashboard is one call here. The control pane's requests are recorded
+    and drawn here too: each a control record, a dot on the loss and rate curves, a line
+    in the config pane.
     """
 
     def __init__(self, config: TrainConfig, run: RunDir, sink: Sink, settings: dict, data: Data, parts: Parts,
-                 schedule: Schedule, resumed: bool):
+                 rate: Steering, resumed: bool):
         self.config, self.run, self.sink, self.settings = config, run, sink, settings
-        self.data, self.parts, self.schedule = data, parts, schedule
+        self.data, self.parts, self.rate = data, parts, rate
         self.shown = "test" if data.test is not None else "val"  # the held-out split the panes show
         self.samples = sample_indices(len(getattr(data, self.shown)), config.images, config.seed)
         self.budget = Budget(PANES_SHARE, background=sink.background_seconds, prior=PANES_PRIOR)
@@ -286,16 +310,69 @@ class Reporter:
         self.held = HeldSink()  # layer norms, throughput, learning rate: drawn with the panes
         self.config_shown = resumed  # a resumed run's environment has it already
         self.last_epoch: dict = {}  # the latest epoch's record, for the dashboard's final word
+        self.last_loss: float | None = None  # the latest step's loss, where a change's dot is drawn
+        self.listener = None  # the control pane's, while the run trains
 
-    def steps(self, epoch: int, points: list[tuple[int, float]]) -> None:
-        """A read-back's training losses, (step, loss) each."""
-        self.run.append_metrics([{"kind": "step", "epoch": epoch, "step": s, "train_loss": v} for s, v in points])
+    def history(self, records: list[dict]) -> None:
+        """Draw the curves a fork starts with: its parent's records up to the fork."""
+        for record in records:
+            if record.get("kind") == "step":
+                self.steps(record["epoch"], [(record["step"], record["train_loss"])], write=False)
+            elif record.get("kind") == "epoch":
+                self.last_epoch = record
+                if self.sink.active:
+                    report_curves(self.sink, record)
+
+    def steps(self, epoch: int, points: list[tuple[int, float]], write: bool = True) -> None:
+        """A read-back's training losses, (step, loss) each (``write`` False: already in metrics.jsonl)."""
+        if write:
+            self.run.append_metrics([{"kind": "step", "epoch": epoch, "step": s, "train_loss": v} for s, v in points])
+        self.last_loss = points[-1][1]
         if not self.sink.active:
             return
         steps, losses = [s for s, _ in points], [v for _, v in points]
         self.sink.series("train_loss", steps, {"loss": losses, "smoothed": [self.smoothed(v) for v in losses]})
-        if self.config.schedule != "constant":  # a constant rate is in the config pane
-            self.held.scalars("lr", x=steps[-1], values={"lr": self.schedule(steps[-1] - 1)})
+        if self.config.schedule != "constant" or self.rate.steered:  # a constant rate is in the config pane
+            self.held.scalars("lr", x=steps[-1], values={"lr": self.rate(steps[-1] - 1)})
+
+    def steer(self, pilot: Pilot, step: int) -> None:
+        """Show the control pane and listen to it (a run with the dashboard on)."""
+        if not self.sink.active:
+            return
+        pilot.start(step)
+        self.listener = self.sink.listen(lambda: pilot.state, pilot.steering.inbox.put)
+
+    def controls(self, state: PaneState) -> None:
+        """The control pane as it is now, delivered at once."""
+        self.sink.controls(state)
+        self.sink.save()
+
+    def control(self, record: dict) -> None:
+        """A request the run acted on: its record, and on the dashboard a dot where a rate changed."""
+        self.run.append_metrics([record])
+        if not self.sink.active:
+            return
+        step = record["step"]
+        if record["action"] == "lr":
+            if self.last_loss is not None:
+                self.sink.scalars("train_loss", x=step, values={STEERED: self.last_loss})
+            self.held.scalars("lr", x=step, values={"lr": self.rate(step), STEERED: record["value"]})
+            self.held.release(self.sink)
+        changes = self.settings.setdefault("steered", [])
+        changes.append(f"step {step}: {record['action']}" + (f" {record['value']:.6g}" if record["value"] else ""))
+        if self.config_shown:
+            self.sink.config(self.settings)
+
+    def refresh(self, step: int) -> None:
+        """Draw the costly panes now, from an evaluation of the held-out split at ``step``."""
+        if not self.sink.active:
+            return
+        result = evaluate(self.parts, getattr(self.data, self.shown))
+        self.parts.model.train()  # the epoch goes on in training mode
+        report_panes(self.sink, f"Step {step}", result, getattr(self.data, self.shown), self.shown,
+                     self.data.classes, self.parts, self.samples)
+        self.held.release(self.sink)
+        self.sink.save()
 
     def epoch(self, record: dict, evaluations: dict[str, Evaluation]) -> None:
         """An epoch's record, and the epoch on the dashboard: curves always; the rest when the budget allows."""
@@ -308,8 +385,8 @@ class Reporter:
         if record["epoch"] < self.config.epochs and not self.budget.due():
             return
         started = time.perf_counter()
-        report_panes(self.sink, record, evaluations[self.shown], getattr(self.data, self.shown), self.shown,
-                     self.data.classes, self.parts, self.samples)
+        report_panes(self.sink, f"Epoch {record['epoch']}", evaluations[self.shown], getattr(self.data, self.shown),
+                     self.shown, self.data.classes, self.parts, self.samples)
         self.held.release(self.sink)
         if not self.config_shown:  # after the first panes, so its window comes last on the page
             self.sink.config(self.settings)
@@ -328,7 +405,9 @@ class Reporter:
         self.sink.outcome(status, {k: v for k, v in self.last_epoch.items() if isinstance(v, (int, float))})
 
     def close(self) -> None:
-        """Deliver what is queued."""
+        """Stop listening to the control pane and deliver what is queued."""
+        if self.listener is not None:
+            self.listener.close()
         self.sink.close()
 
 
@@ -555,7 +634,8 @@ def make_sink(config: TrainConfig, run: RunDir, resumed: bool = False) -> Sink:
     return VisdomSink(config.server, config.port, run.read_config()["env"], run.events_file, rebuild_first=resumed)
 
 
-def checkpoint(parts: Parts, config: TrainConfig, progress: Progress, generator: torch.Generator) -> dict:
+def checkpoint(parts: Parts, config: TrainConfig, progress: Progress, generator: torch.Generator,
+               steering: Steering) -> dict:
     """Everything needed to evaluate the model or continue the run exactly."""
     return {
         "model": parts.model.state_dict(),
@@ -564,7 +644,139 @@ def checkpoint(parts: Parts, config: TrainConfig, progress: Progress, generator:
         "progress": dataclasses.asdict(progress),
         "generator": generator.get_state(),
         "rng": torch.get_rng_state(),  # dropout draws from torch's global generator
+        "steering": steering.changes,  # the learning-rate changes made from the dashboard: [step, factor]
     }
+
+
+def restore(run: RunDir, parts: Parts, state: dict, generator: torch.Generator, trainer: str, force: bool) -> Progress:
+    """Load a checkpoint of ``run`` into the parts and the shuffling generator; where it stands.
+
+    Raises:
+        Damaged: the checkpoint does not fit the model (a UserError when a model file of
+            one's own changed and ``force`` went on with it).
+    """
+    try:
+        check_fits(run, parts, state)
+    except Damaged:
+        if force and trainer not in TRAINERS:  # the file changed, and with it the model
+            raise UserError(f"the model {trainer} builds now does not fit the checkpoint of {run.path}: "
+                            "its layers changed since the run began; restore the file to go on with it") from None
+        raise
+    parts.model.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    if "rng" in state:  # dropout's draws continue where they stopped
+        torch.set_rng_state(state["rng"])
+    return Progress(**state["progress"])
+
+
+# What a fork may change of its parent's settings; the rest would need another model, split or order.
+FORKABLE = ("lr", "momentum", "weight_decay", "schedule", "dropout", "epochs")
+# Where and how a run is shown and saved: a fork takes these from its own command line.
+OWN_SETTINGS = ("viz", "server", "port", "env", "device", "out", "log_every", "images", "save_every",
+                "keep_checkpoints", "fork", "from_epoch")
+
+
+def open_fork(config: TrainConfig) -> tuple[RunDir, dict]:
+    """The run folder named by --fork and its checkpoint of the end of --from-epoch.
+
+    The parent may be running: its kept checkpoints are whole files (renamed into place),
+    and nothing of it is written.
+
+    Raises:
+        UserError: the folder is not a run, it keeps no checkpoint of that epoch (the message
+            lists the ones it keeps), or the checkpoint is damaged or another trainer's.
+    """
+    parent = RunDir(config.fork)
+    if not parent.config_file.is_file():
+        raise UserError(f"--fork {config.fork} is not a trainviz run folder (no config.json)")
+    parent.read_config()  # checked now, so a damaged one is said before the data is loaded
+    kept = parent.kept_epochs()
+    epochs = ", ".join(map(str, kept)) if kept else "none"
+    if config.from_epoch is None:
+        raise UserError(f"--fork needs --from-epoch N, an epoch whose checkpoint {config.fork} kept: {epochs}")
+    if config.from_epoch not in kept:
+        raise UserError(f"--from-epoch {config.from_epoch}: {config.fork} keeps the checkpoints of epochs {epochs} "
+                        f"(a run keeps its last {KEEP_EPOCHS}; one trained with --keep-checkpoints keeps every one)")
+    state = parent.load_checkpoint(file=parent.epoch_checkpoint(config.from_epoch))
+    trainer = state["config"].get("trainer")
+    if trainer != config.trainer:
+        raise UserError(f"--fork {config.fork} is a {trainer} run; fork it with: {command_of(trainer)} "
+                        f"--fork {config.fork} --from-epoch {config.from_epoch}")
+    progress = state["progress"]
+    if not (isinstance(progress, dict) and progress.get("epoch") == config.from_epoch
+            and progress.get("batch", 0) == 0 and isinstance(progress.get("step"), int)):
+        raise Damaged(parent.epoch_checkpoint(config.from_epoch),
+                      f"it does not hold the end of epoch {config.from_epoch}", "fork from another epoch")
+    return parent, state
+
+
+def forked_config(given: TrainConfig, state: dict, asked: frozenset[str], parent: RunDir) -> tuple[TrainConfig, dict]:
+    """A fork's settings: its parent's, with the FORKABLE ones asked for changed; and what changed.
+
+    Raises:
+        UserError: another setting was asked to change, or there is no epoch left to train.
+    """
+    config = type(given).from_dict(state["config"])
+    for name in sorted(asked - set(FORKABLE) - set(OWN_SETTINGS) - {"data_dir"}):
+        if getattr(given, name, None) != getattr(config, name, None):
+            changeable = ", ".join(f"--{key.replace('_', '-')}" for key in FORKABLE)
+            raise UserError(f"--{name.replace('_', '-')} cannot change in a fork: it goes on with the model, data and "
+                            f"order of {parent.path}; a fork may change {changeable}")
+    changes = {name: getattr(given, name) for name in FORKABLE
+               if name in asked and getattr(given, name) != getattr(config, name, None)}
+    forked = dataclasses.replace(
+        config, **{name: getattr(given, name) for name in OWN_SETTINGS}, **changes, resume=None,
+        data_dir=given.data_dir if given.data_dir is not None else config.data_dir)
+    if forked.epochs <= given.from_epoch:
+        raise UserError(f"--epochs {forked.epochs} is not above --from-epoch {given.from_epoch}: give the fork "
+                        "epochs to train (--epochs N)")
+    return forked, changes
+
+
+def set_hyperparameters(parts: Parts, changes: dict) -> None:
+    """A fork's changed momentum and weight decay, in every optimizer group that has them (the rate: each step)."""
+    for group in parts.optimizer.param_groups:
+        for name in ("momentum", "weight_decay"):
+            if name in changes and name in group:
+                group[name] = changes[name]
+
+
+def copy_history(parent: RunDir, run: RunDir, step: int) -> None:
+    """Start a fork's metrics.jsonl with its parent's records up to ``step``."""
+    run.append_metrics([record for record in parent.read_metrics() if record["step"] <= step])
+
+
+def start_fork(config: TrainConfig, run: RunDir, epoch: int) -> str:
+    """Start a fork of the running ``run`` at its last kept epoch, as a new process; what to tell the pane.
+
+    The fork is a run of its own (``--fork``), into the same --out and dashboard server;
+    its terminal output goes to RUN_DIR/fork-eN-K.log. The epoch's checkpoint is kept for good.
+    """
+    kept = [e for e in run.kept_epochs() if e <= epoch]
+    if not kept:
+        return "refused: no epoch has finished and been saved yet; a fork starts from the end of one"
+    start = kept[-1]
+    run.pinned.add(start)  # the fork reads it in a few seconds, after this run may have saved newer ones
+    # -P: a file in the working folder named like a module (click.py) must not shadow it; trainers is found
+    # where this process found it.
+    command = [sys.executable, "-P", "-m", "trainers", *command_words(config.trainer)[1:], "--fork", str(run.path),
+               "--from-epoch", str(start), "--out", str(config.out), "--server", config.server,
+               "--port", str(config.port), "--device", config.device, *([] if config.viz else ["--no-viz"])]
+    for k in range(1, 1000):
+        try:
+            log = open(run.path / f"fork-e{start}-{k}.log", "xb")
+            break
+        except FileExistsError:
+            continue
+    with log:
+        home = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join([home, *filter(None, [os.environ.get("PYTHONPATH")])])
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 env={**os.environ, "PYTHONPATH": path},
+                                 start_new_session=True)  # a Ctrl-C of the parent leaves the fork running
+    threading.Thread(target=child.wait, name="fork-reaper", daemon=True).start()
+    return f"started a fork from epoch {start} (pid {child.pid}); its output: {Path(log.name).name}"
 
 
 def evaluate_run(run: RunDir, data_dir: Path | None, device: str) -> Evaluation:

@@ -14,7 +14,8 @@ from trainers.core.run import Damaged, RunDir, process_alive
 
 # The table's columns: (key, heading). Sorting by an accuracy puts the best first.
 COLUMNS = (("run", "run"), ("trainer", "trainer"), ("status", "status"), ("settings", "settings"),
-           ("epochs", "epochs"), ("val_acc", "best val acc"), ("test_acc", "test acc"), ("seconds", "seconds"))
+           ("epochs", "epochs"), ("val_acc", "best val acc"), ("test_acc", "test acc"), ("seconds", "seconds"),
+           ("lineage", "lineage"))
 DESCENDING = {"val_acc", "test_acc", "epochs", "seconds"}
 
 
@@ -150,6 +151,20 @@ def shown_trainer(trainer) -> str:
     return Path(trainer).name if isinstance(trainer, str) and trainer.endswith(".py") else str(trainer)
 
 
+def lineage(config: dict, records: list[dict]) -> str | None:
+    """Where a run comes from and what was done to it: ``fork of mlp-...@3``, ``steered``; None for neither.
+
+    A fork names its parent's folder and epoch (config.json); a run whose learning rate
+    was changed from its dashboard has control records.
+    """
+    notes = []
+    if isinstance(config.get("fork_of"), str) and _number(config.get("fork_epoch")):
+        notes.append(f"fork of {Path(config['fork_of']).name}@{config['fork_epoch']}")
+    if any(r.get("kind") == "control" and r.get("action") == "lr" for r in records):
+        notes.append("steered")
+    return ", ".join(notes) or None
+
+
 def summary(run: RunDir, root: Path) -> dict:
     """One row of the table; a damaged run's row says "damaged" and, under ``damaged``, what is."""
     config, records, found = problems(run)
@@ -170,6 +185,7 @@ def summary(run: RunDir, root: Path) -> dict:
         "val_acc": max(val) if val else None,
         "test_acc": test[-1] if test else None,
         "seconds": round(sum(r.get("seconds", 0) for r in epochs), 1),
+        "lineage": lineage(config, records),
         "path": str(run.path),
         "damaged": "; ".join(found) or None,
     }
@@ -190,7 +206,7 @@ def format_table(rows: list[dict]) -> str:
             return f"{value}/{row['epochs_planned'] or '?'}"
         if key in ("val_acc", "test_acc"):
             return "-" if value is None else f"{value:.4f}"
-        return str(value)
+        return "-" if value is None else str(value)
 
     table = text_table([[heading for _, heading in COLUMNS], *[[cell(row, key) for key, _ in COLUMNS] for row in rows]])
     notes = [f"damaged: {row['run']}: {row['damaged']}" for row in rows if row.get("damaged")]
@@ -213,18 +229,30 @@ def identical_curves(runs: list[RunDir]) -> list[list[str]]:
     return [names for names in groups.values() if len(names) > 1]
 
 
+def fork_epoch(config: dict, others: list[RunDir]) -> int:
+    """The epoch a run forked from one of ``others`` at; 0 when it is no fork of theirs."""
+    parent, epoch = config.get("fork_of"), config.get("fork_epoch")
+    if not (isinstance(parent, str) and _number(epoch)):
+        return 0
+    parent_path = Path(parent).resolve()
+    return int(epoch) if any(other.path.resolve() == parent_path for other in others) else 0
+
+
 def comparison_events(runs: list[RunDir], env: str) -> list[dict]:
     """Scalar events drawing the runs' epoch curves into the compare windows of ``env``.
 
     One trace per run and held-out split in the accuracy and loss windows (named
-    ``<run> val`` and ``<run> test``), one per run in the training-loss window.
+    ``<run> val`` and ``<run> test``), one per run in the training-loss window. A fork
+    compared with its parent is drawn from the epoch it forked at, so its curves branch
+    off the parent's there.
     """
     events = []
     for run in runs:
         config = run.read_config()  # read and checked by the caller: compare refuses a damaged run first
         label = f"{run.name} ({settings_text(config)})"
+        start = fork_epoch(config, [other for other in runs if other is not run])
         for record in epoch_records(run):
-            if record.get("kind") != "epoch":
+            if record.get("kind") != "epoch" or record["epoch"] < start:
                 continue
             x = record["epoch"]
             for metric, win in (("acc", "compare_acc"), ("loss", "compare_loss")):

@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from viz.dashboard.economy import decimate
 from viz.dashboard.sink import decode_array, decode_images
-from viz.dashboard.windows import EPOCH_MEAN, is_logged, opts, spec, title
+from viz.dashboard.controls import CONTROLS, PaneState, properties
+from viz.dashboard.windows import EPOCH_MEAN, STEERED, is_logged, opts, spec, title
 
 TILE = 84  # pixels per image side in the grids (28 x 3, nearest-neighbour)
 CAPTION = 38  # pixels of caption below each tile: three lines of the caption font
@@ -27,7 +28,7 @@ RED, GREEN, GREY = (220, 40, 40), (40, 160, 70), (160, 160, 160)
 # Points one trace shows: past this, its whole history decimated to half as many, then
 # the points that come after. Each redraw sends the window whole, so it stays this small.
 TRACE_CAP = 300
-MARKERS = {EPOCH_MEAN}  # traces drawn as dots, not lines
+MARKERS = {EPOCH_MEAN, STEERED}  # traces drawn as dots, not lines
 IMAGE_WIDTH = 760  # pixels: the widest a logged image window is drawn (the trainers' grids' width)
 IMAGE_CHROME = 22  # pixels of a visdom image window above and below its image: the title bar, margins
 
@@ -365,7 +366,16 @@ class Renderer:
         self.vis.text(config_html(event["settings"]), win="config", env=self.env, opts=opts("config"))
         self.vis.record_run(self.env, event["settings"])
 
+    def _controls(self, event: dict) -> None:
+        """The control pane: visdom's properties pane, whose labels and values React draws as text."""
+        state = PaneState(**{key: event[key] for key in ("lr", "paused", "note", "refresh", "fork", "prune")})
+        self.vis.properties(properties(state), win=CONTROLS, env=self.env, opts=opts(CONTROLS))
+        self.created.add((self.env, CONTROLS))
+
     def _outcome(self, event: dict) -> None:
+        if (self.env, CONTROLS) in self.created:  # nothing listens to it any more
+            self.vis.close(win=CONTROLS, env=self.env)
+            self.created.discard((self.env, CONTROLS))
         self.vis.end_run(self.env, event["status"], event["metrics"])
 
     def _templates(self, event: dict) -> None:

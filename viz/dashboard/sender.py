@@ -18,6 +18,7 @@ from pathlib import Path
 import requests
 
 from viz.dashboard.client import connect
+from viz.dashboard.controls import Listener
 from viz.dashboard.render import Renderer
 from viz.dashboard.sink import POINT_KINDS, Sink, read_events
 from viz.paths import append_whole
@@ -88,6 +89,13 @@ class VisdomSink(Sink):
                 self._stale = True  # dropped events come back from the file
             if event["kind"] == "save":
                 self._wake.notify()
+
+    def listen(self, state, deliver) -> Listener:
+        """Listen to the control pane on this sink's server, with its login cookie when it asks for one."""
+        session = getattr(self.vis, "session", None)
+        cookie = session.cookies.get("user_password") if session is not None else None
+        return Listener(self.server, self.port, self.env, state, deliver, cookie=cookie,
+                        base_url=getattr(self.vis, "base_url", ""))
 
     def close(self, timeout: float = 30.0) -> None:
         """Send what is queued (waiting up to ``timeout`` seconds) and stop the sender."""

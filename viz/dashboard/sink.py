@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from viz.dashboard.controls import CONTROLS, MAX_RATE, PaneState, Request
 from viz.dashboard.windows import WINDOWS, is_logged, known
 
 KINDS = {"scalars", "series", "images", "templates", "text", "table", "heatmap", "confusion", "bars", "histogram",
-         "axes", "trials", "config", "outcome", "save"}
+         "axes", "trials", "controls", "config", "outcome", "save"}
 POINT_KINDS = {"scalars", "series"}  # events that add points to line windows
 SCALES = ("linear", "log")  # how an axis of a logged line window may be drawn
 TRIAL_FIELDS = ("number", "params", "state", "value", "epochs", "curve", "seconds", "env")  # what a board draws
@@ -107,6 +110,10 @@ class Sink:
         self.emit({"kind": "trials", "win": "sweep_trials", "fields": list(fields),
                    "rows": [{key: row.get(key) for key in TRIAL_FIELDS} for row in rows]})
 
+    def controls(self, state: PaneState) -> None:
+        """The run's control pane as it should look now (``viz.dashboard.controls``)."""
+        self.emit({"kind": "controls", "win": CONTROLS, **dataclasses.asdict(state)})
+
     def config(self, settings: dict) -> None:
         """The run's settings."""
         self.emit({"kind": "config", "win": "config", "settings": settings})
@@ -118,6 +125,10 @@ class Sink:
     def save(self) -> None:
         """A checkpoint of the dashboard: deliver what is queued and save the environment."""
         self.emit({"kind": "save"})
+
+    def listen(self, state: Callable[[], PaneState], deliver: Callable[[Request], None]):
+        """Start listening to the run's control pane (a ``Listener``, whose ``close`` ends it); None: no dashboard."""
+        return None
 
     def close(self) -> None:
         """Deliver everything still queued and release resources."""
@@ -222,6 +233,10 @@ def _strings(value) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
+def _flag(value) -> bool:
+    return isinstance(value, bool)
+
+
 def _flags(value) -> bool:
     return isinstance(value, list) and all(isinstance(v, bool) for v in value)
 
@@ -284,6 +299,8 @@ _FIELDS = {
     "axes": {"xlabel": lambda v: isinstance(v, str), "ylabel": lambda v: isinstance(v, str), "xlim": _range,
              "ylim": _range, "xscale": lambda v: v in SCALES, "yscale": lambda v: v in SCALES},
     "trials": {"fields": _strings, "rows": lambda v: isinstance(v, list) and all(map(_trial_row, v))},
+    "controls": {"lr": lambda v: _number(v) and 0 < v <= MAX_RATE, "paused": _flag, "note": lambda v: isinstance(v, str),
+                 "refresh": _flag, "fork": _flag, "prune": _flag},
     "config": {"settings": lambda v: isinstance(v, dict)},
     "outcome": {"status": lambda v: isinstance(v, str), "metrics": lambda v: isinstance(v, dict)},
     "save": {},

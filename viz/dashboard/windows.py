@@ -14,6 +14,7 @@ from dataclasses import dataclass
 COMPARE_ENV = "compare"  # where ``trainviz compare`` draws the runs it is given, by default
 SMOOTHING = 0.6  # weight of the past in the smoothed training loss (TensorBoard's default)
 EPOCH_MEAN = "epoch mean"  # the training-loss trace of epoch means, which the renderer draws as dots
+STEERED = "steered"  # the trace marking where the control pane changed the learning rate, drawn as dots
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Window:
 # 1600-px-wide page they read as curves, samples and their table, mistakes, confusion and
 # per-class accuracy, then weights and what the model learned, then the rest.
 WINDOWS = {
+    "controls": Window("Steer this run (changes apply at the next step)", width=420, height=330),
     "train_loss": Window(f"Training loss per step: raw, smoothed (EMA {SMOOTHING}), epoch means", "step",
                          "cross-entropy", width=500),
     "loss": Window("Loss per epoch", "epoch", "cross-entropy", width=500),
