@@ -57,6 +57,7 @@ def nodes(path: str, *tests: str) -> tuple[str, ...]:
 
 
 DEFINITIONS = "tests/test_definitions.py"
+STEERING = "tests/test_steering.py"
 (RESUME,) = nodes("tests/test_reliability.py",
                   "test_a_run_stopped_and_resumed_in_process_matches_an_uninterrupted_one_bit_for_bit")
 (SGD_STEPS,) = nodes("tests/test_knobs.py", "test_hand_written_sgd_takes_the_steps_torch_optim_takes")
@@ -211,6 +212,26 @@ MUTATIONS = (
     Mutation("runs-sort-reversed", "trainers/runs/table.py",
              (("reverse=column in DESCENDING", "reverse=column not in DESCENDING"),),
              (DEFINITIONS,), "--sort val_acc puts the worst run first"),
+    # --- steering and forks (trainers/core/steering.py, controls.py, training.py)
+    Mutation("steer-other-env-acts", "viz/dashboard/controls.py",
+             (('event.get("eid") != env or ', ""),),
+             (STEERING,), "a click on another run's pane steers this one"),
+    Mutation("steer-change-not-checkpointed", "trainers/core/training.py",
+             (('"steering": steering.changes,', '"steering": [],'),),
+             (STEERING,), "a steered run, stopped and resumed, forgets its rate changes"),
+    Mutation("steer-factor-from-step-zero", "trainers/core/steering.py",
+             (("factor = rate / planned", "factor = rate / self.schedule(0)"),),
+             (STEERING,), "a rate set on a cosine lands somewhere else than asked"),
+    Mutation("steer-pause-counted", "trainers/core/loop.py",
+             (('record["seconds"] = time.perf_counter() - started - paused()',
+               'record["seconds"] = time.perf_counter() - started'),),
+             (STEERING,), "an epoch's seconds include the time it sat paused"),
+    Mutation("fork-history-one-step-short", "trainers/core/training.py",
+             (('if record["step"] <= step])', 'if record["step"] < step])'),),
+             (STEERING,), "a fork's metrics lose its parent's last epoch record"),
+    Mutation("compare-fork-drawn-whole", "trainers/runs/table.py",
+             (('record["epoch"] < start:', 'record["epoch"] < 0:'),),
+             (STEERING,), "compare draws a fork's copied history over its parent's"),
 )
 
 

@@ -63,8 +63,14 @@ def shown(port: int, env: str, windows: list[str], timeout: float = 15) -> None:
         time.sleep(0.1)
 
 
-def pane_note(port: int, env: str) -> str:
-    return window_data(port, env)[CONTROLS]["content"][ROW["note"]]["value"]
+def pane_says(port: int, env: str, note: str, timeout: float = 10) -> bool:
+    """Whether the pane's last-request row on the server comes to read ``note`` (the sender delivers it soon)."""
+    deadline = time.monotonic() + timeout
+    while window_data(port, env)[CONTROLS]["content"][ROW["note"]]["value"] != note:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def test_the_pane_takes_only_its_own_events_and_outlives_its_server(tmp_path):
@@ -90,7 +96,7 @@ def test_the_pane_takes_only_its_own_events_and_outlives_its_server(tmp_path):
         assert requests_of(theirs, 0.1, 1) == [Request("lr", 0.05)]
         time.sleep(0.5)
         assert ours.controls(0.03) == [] and theirs.controls(0.05) == []
-        assert pane_note(running.port, ours.env) == "step 1: learning rate set to 0.03"
+        assert pane_says(running.port, ours.env, "step 1: learning rate set to 0.03")
         control = [json.loads(line) for line in (ours.dir.path / "metrics.jsonl").read_text().splitlines()
                    if '"control"' in line]
         assert control == [{"kind": "control", "step": 1, "action": "lr", "value": 0.03}]
