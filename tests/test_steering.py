@@ -125,11 +125,11 @@ def test_a_paused_pilot_waits_until_continue_and_counts_the_pause():
     steering = Steering(Schedule("constant", 0.1, 1, 10))
     pilot = pilot_of(steering, recorded, shown)
     steering.inbox.put(Request("pause"))
-    threading.Timer(0.5, steering.inbox.put, [Request("continue")]).start()
     started = time.perf_counter()
+    threading.Timer(0.5, steering.inbox.put, [Request("continue")]).start()
     assert pilot(2) is False
     waited = time.perf_counter() - started
-    assert waited >= 0.5 and pilot.paused_seconds == pytest.approx(waited, abs=0.05)
+    assert waited >= 0.45 and pilot.paused_seconds == pytest.approx(waited, abs=0.05)  # the timer's clock may differ
     assert [r["action"] for r in recorded] == ["pause", "continue"]
     steering.inbox.put(Request("pause"))
     steering.inbox.put(Request("stop"))  # a stop while paused ends the pause and the run
@@ -236,16 +236,17 @@ def test_a_rate_set_on_a_constant_schedule_is_the_optimizers_rate_from_that_step
 
 def test_a_pause_from_the_pane_is_left_out_of_the_epochs_seconds(steer, idx_dir, tmp_path):
     pause = 2.0
-    inboxes = steer("mlp", {3: [Request("pause"), lambda: continue_later(inboxes, pause)]})
+    inboxes = steer("mlp", {STEPS + 3: [Request("pause"), lambda: continue_later(inboxes, pause)]})
     started = time.perf_counter()
-    result = train("mlp", idx_dir, tmp_path / "runs", "--epochs", "1")
+    result = train("mlp", idx_dir, tmp_path / "runs")
     assert result.exit_code == 0, result.output
     assert time.perf_counter() - started > pause
     run = only_run(tmp_path / "runs")
-    (epoch,) = [r for r in json_lines(run / "metrics.jsonl") if r["kind"] == "epoch"]
-    assert epoch["seconds"] < pause / 2
+    # Epoch 2 paused, epoch 3 did not (epoch 1 holds the first step's one-time imports).
+    _, paused, plain = [r["seconds"] for r in json_lines(run / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert paused < plain + pause / 2
     assert [(r["step"], r["action"]) for r in json_lines(run / "metrics.jsonl") if r["kind"] == "control"] \
-        == [(3, "pause"), (3, "continue")]
+        == [(STEPS + 3, "pause"), (STEPS + 3, "continue")]
 
 
 def continue_later(inboxes: dict, seconds: float) -> Request:
