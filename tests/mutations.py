@@ -146,14 +146,14 @@ MUTATIONS = (
              (SPLIT,), "one validation image is also trained on"),
     # --- resume (trainers/core/training.py)
     Mutation("resume-generator-state", "trainers/core/training.py",
-             (('        generator.set_state(state["generator"])\n', ""),),
+             (('    generator.set_state(state["generator"])\n', ""),),
              (RESUME,), "a run resumed at an epoch boundary shuffles as a new run would"),
     Mutation("resume-rng-state", "trainers/core/training.py",
-             (('        if "rng" in state:  # dropout\'s draws continue where they stopped\n'
-               '            torch.set_rng_state(state["rng"])\n', ""),),
+             (('    if "rng" in state:  # dropout\'s draws continue where they stopped\n'
+               '        torch.set_rng_state(state["rng"])\n', ""),),
              (RESUME,), "a resumed run draws other dropout masks"),
     Mutation("resume-optimizer-state", "trainers/core/training.py",
-             (('        parts.optimizer.load_state_dict(state["optimizer"])\n', ""),),
+             (('    parts.optimizer.load_state_dict(state["optimizer"])\n', ""),),
              (RESUME,), "a resumed run loses its momentum buffers"),
     # --- the renderer's decimation (viz/dashboard/economy.py, viz/dashboard/render.py)
     Mutation("decimate-drops-the-last-point", "viz/dashboard/economy.py",
