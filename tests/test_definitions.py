@@ -180,3 +180,25 @@ def test_compare_names_runs_whose_curves_coincide(tmp_path):
     runs = [run("a", 0.5, 1.0), run("b", 0.6, 1.0), run("c", 0.5, 2.5), run("d", 0.5, 3.0)]
     assert identical_curves(runs) == [["a", "c", "d"]]
     assert identical_curves(runs[:2]) == []
+
+
+def test_compare_tells_apart_runs_of_two_folders_that_share_a_name(tmp_path):
+    """Folders are named to the second: two --out folders may hold a run of one name, each its own trace."""
+    import json as _json
+
+    from trainers.core.run import RunDir
+    from trainers.runs.table import comparison_events, identical_curves
+
+    runs = []
+    for out in ("lab/runs", "home/runs"):  # the same settings and seed: the same curves
+        folder = tmp_path / out / "mlp-20261203-090000"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(_json.dumps({"lr": 0.1, "batch_size": 256}))
+        record = {"kind": "epoch", "epoch": 1, "step": 10, "train_loss": 0.9, "test_acc": 0.5, "seconds": 1}
+        (folder / "metrics.jsonl").write_text(_json.dumps(record) + "\n")
+        runs.append(RunDir(folder))
+    traces = [name for event in comparison_events(runs, "compare") if event["win"] == "compare_acc"
+              for name in event["values"]]
+    assert traces == ["lab/runs/mlp-20261203-090000 (lr=0.1 bs=256) test",
+                      "home/runs/mlp-20261203-090000 (lr=0.1 bs=256) test"]
+    assert identical_curves(runs) == [["lab/runs/mlp-20261203-090000", "home/runs/mlp-20261203-090000"]]

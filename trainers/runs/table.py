@@ -6,6 +6,7 @@ Nothing here imports torch: a table of a hundred runs answers at once.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 from pathlib import Path
@@ -219,13 +220,27 @@ def text_table(lines: list[list[str]]) -> str:
     return "\n".join("  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in lines)
 
 
+def run_names(runs: list[RunDir]) -> list[str]:
+    """Each run's name in compare: its folder's name, or where two folders share one, its path from where they part.
+
+    Folders are named by their start to the second, so runs of two ``--out`` folders
+    (a run and its fork, two machines' runs) may share a name.
+    """
+    paths = [run.path.resolve() for run in runs]
+    names = []
+    for path in paths:
+        twins = {other for other in paths if other.name == path.name}
+        names.append(str(path.relative_to(os.path.commonpath(twins))) if len(twins) > 1 else path.name)
+    return names
+
+
 def identical_curves(runs: list[RunDir]) -> list[list[str]]:
     """Groups of run names whose epoch records match in every number but the seconds: drawn, they coincide."""
     groups: dict[str, list[str]] = {}
-    for run in runs:
+    for run, name in zip(runs, run_names(runs)):
         curve = [{k: v for k, v in record.items() if k != "seconds"} for record in epoch_records(run)
                  if record.get("kind") == "epoch"]
-        groups.setdefault(json.dumps(curve, sort_keys=True), []).append(run.name)
+        groups.setdefault(json.dumps(curve, sort_keys=True), []).append(name)
     return [names for names in groups.values() if len(names) > 1]
 
 
@@ -247,9 +262,9 @@ def comparison_events(runs: list[RunDir], env: str) -> list[dict]:
     off the parent's there.
     """
     events = []
-    for run in runs:
+    for run, name in zip(runs, run_names(runs)):
         config = run.read_config()  # read and checked by the caller: compare refuses a damaged run first
-        label = f"{run.name} ({settings_text(config)})"
+        label = f"{name} ({settings_text(config)})"
         start = fork_epoch(config, [other for other in runs if other is not run])
         for record in epoch_records(run):
             if record.get("kind") != "epoch" or record["epoch"] < start:
