@@ -90,6 +90,15 @@ def test_values_are_read_back_about_once_a_second(tmp_path, monkeypatch):
     run.finish()
 
 
+def test_tensors_of_any_dtype_read_back_as_numbers_and_an_empty_log_is_nothing(tmp_path):
+    with viz.init(name="dtypes", out=tmp_path, dashboard=False) as run:
+        run.log({"bf16": torch.tensor(0.5, dtype=torch.bfloat16), "int": torch.tensor(3), "half": torch.ones(1).half()})
+        run.log({})
+        run.log({"f64": torch.tensor(0.1, dtype=torch.float64)})
+    assert metrics(run) == [{"kind": "log", "step": 0, "bf16": 0.5, "int": 3.0, "half": 1.0},
+                            {"kind": "log", "step": 1, "f64": 0.1}]
+
+
 def test_steps_default_to_the_next_one_and_non_finite_values_are_kept_as_null(tmp_path):
     run = viz.init(name="steps", out=tmp_path, dashboard=False)
     run.log({"loss": 1.0})
@@ -149,6 +158,42 @@ def test_an_exception_in_the_with_block_ends_the_run_failed_and_ctrl_c_stopped(t
     stopped.finish()  # again: nothing happens
 
 
+def test_sys_exit_in_the_with_block_ends_the_run_as_its_code_says(tmp_path):
+    for code, status in ((0, "finished"), (None, "finished"), (3, "failed")):
+        with pytest.raises(SystemExit):
+            with viz.init(name="exit", out=tmp_path / str(code), dashboard=False) as run:
+                run.log({"loss": 1.0})
+                sys.exit(code)
+        assert RunDir(run.path).read_status()["status"] == status, code
+
+
+@pytest.mark.parametrize("server", ["http://localhost:8097", "localhost", "http://[::1", "http://host/visdom"])
+def test_a_server_that_is_not_a_plain_url_is_refused_before_anything_is_written(server, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="with no port or path"):
+        viz.init(name="where", out=tmp_path, server=server, dashboard=False)
+    monkeypatch.setenv("VISDOM_SERVER_URL", server)
+    with pytest.raises(ValueError, match="with no port or path"):
+        viz.init(name="where", out=tmp_path, dashboard=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_finish_takes_only_the_words_the_runs_table_knows(tmp_path):
+    run = viz.init(name="words", out=tmp_path, dashboard=False)
+    with pytest.raises(ValueError, match="one of finished, failed, stopped, not 'done'"):
+        run.finish("done")
+    run.log({"loss": 1.0})  # still open
+    run.finish("stopped")
+    assert RunDir(run.path).read_status()["status"] == "stopped"
+
+
+def test_a_value_that_cannot_be_read_back_fails_the_run(tmp_path):
+    run = viz.init(name="unreadable", out=tmp_path, dashboard=False)
+    run.log({"loss": torch.tensor(0.5, device="meta")})  # holds no data, as a tensor on a lost device
+    with pytest.raises(NotImplementedError):
+        run.finish()
+    assert RunDir(run.path).read_status()["status"] == "failed"
+
+
 def test_a_second_writer_of_a_run_folder_is_refused_while_the_run_is_open(tmp_path):
     from trainers.core.run import Busy
 
@@ -164,24 +209,31 @@ def test_a_second_writer_of_a_run_folder_is_refused_while_the_run_is_open(tmp_pa
 SCRIPT = """
 import os, signal, sys
 import viz
+{before}
 run = viz.init(name="script", config={{"epochs": 2}}, out={out!r}, dashboard=False)
 run.log({{"loss": 1.0}})
 {end}
 """
 
 
-@pytest.mark.parametrize("end, status", [
-    ("", "finished"),  # the script ends without finish(): finished at exit
-    ("raise SystemExit(0)", "finished"),
-    ("raise ValueError('bad batch')", "failed"),  # an uncaught exception
-    ("os.kill(os.getpid(), signal.SIGKILL)", "failed"),  # killed: "running" with a dead pid, listed as failed
+HOOK = "sys.excepthook = lambda *error: print('own hook:', error[1])"  # a traceback prettifier's place
+
+
+@pytest.mark.parametrize("before, end, status", [
+    ("", "", "finished"),  # the script ends without finish(): finished at exit
+    ("", "raise SystemExit(0)", "finished"),
+    ("", "raise ValueError('bad batch')", "failed"),  # an uncaught exception
+    (HOOK, "raise ValueError('bad batch')", "failed"),  # under a hook of the script's own, which still runs
+    ("", "os.kill(os.getpid(), signal.SIGKILL)", "failed"),  # killed: "running" with a dead pid, listed as failed
 ])
-def test_a_script_that_never_calls_finish_is_listed_as_it_ended(end, status, tmp_path):
+def test_a_script_that_never_calls_finish_is_listed_as_it_ended(before, end, status, tmp_path):
     out = tmp_path / "runs"
     script = tmp_path / "script.py"
-    script.write_text(SCRIPT.format(out=str(out), end=end))
-    subprocess.run([sys.executable, str(script)], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                   capture_output=True, timeout=120)
+    script.write_text(SCRIPT.format(out=str(out), before=before, end=end))
+    done = subprocess.run([sys.executable, str(script)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    if before:
+        assert done.stdout == "own hook: bad batch\n"
     result = CliRunner().invoke(cli, ["runs", str(out), "--json"])
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.output)
@@ -245,6 +297,35 @@ def test_the_notebook_view_links_the_environment_and_escapes_it(tmp_path):
     run.finish()
 
 
+def test_images_of_half_floats_and_whole_numbers_are_drawn_as_they_look():
+    from viz.panes import as_pixels
+
+    levels = torch.arange(0, 256, dtype=torch.int64).reshape(1, 16, 16)
+    assert as_pixels(levels).tolist() == levels.to(torch.uint8).tolist()  # 0..255 kept, not clipped to white
+    assert as_pixels(levels.numpy().astype("int32")).tolist() == levels.tolist()
+    halves = torch.tensor([[[0.0, 0.5, 1.0]]], dtype=torch.bfloat16)
+    assert as_pixels(halves).tolist() == [[[0, 128, 255]]] == as_pixels(halves.half()).tolist()
+    assert as_pixels(torch.tensor([[[True, False]]])).tolist() == [[[255, 0]]]
+
+
+def test_a_histogram_of_one_value_is_a_spike_at_that_value():
+    from viz.panes import BINS, histograms
+
+    centers, densities = histograms({"zeros": torch.zeros(10)})["zeros"]
+    assert centers == sorted(centers) and centers[0] < 0 < centers[-1]
+    peak = max(range(BINS), key=densities.__getitem__)
+    assert abs(centers[peak]) < 1 / BINS and sum(densities) * (centers[1] - centers[0]) == pytest.approx(1)
+
+
+def test_the_final_word_keeps_each_windows_values_when_traces_share_names(tmp_path):
+    with viz.init(name="final", out=tmp_path, dashboard=False) as run:
+        sink = recorded(run)
+        run.plot("loss", 1, {"train": 0.25, "test": 0.3})
+        run.plot("acc", 1, {"train": 0.91, "test": 0.88})
+    (outcome,) = [e for e in sink.events if e["kind"] == "outcome"]
+    assert outcome["metrics"] == {"train/loss": 0.25, "test/loss": 0.3, "train/acc": 0.91, "test/acc": 0.88}
+
+
 def test_animator_takes_the_books_arguments_and_draws_one_trace_per_legend_entry(tmp_path):
     with viz.init(name="d2l", out=tmp_path, dashboard=False) as run:
         sink = recorded(run)
@@ -253,13 +334,17 @@ def test_animator_takes_the_books_arguments_and_draws_one_trace_per_legend_entry
         animator.add(1, (0.9, 0.6, 0.62))
         animator.add(2, (0.5, 0.8, None))  # None: skipped, as the book's Animator skips it
         animator.add([2.5, 3], [0.4, 0.85])
+        viz.Animator(legend=["loss"], run=run).add(torch.tensor(4), torch.tensor(0.5))  # 0-dim tensors: one point
     axes = next(e for e in sink.events if e["kind"] == "axes")
     assert axes | {"win": None} == {"kind": "axes", "win": None, "xlabel": "epoch", "ylabel": "", "xlim": [1.0, 3.0],
                                     "ylim": [0.3, 0.9], "xscale": "linear", "yscale": "linear"}
-    points = [(e["x"], e["values"]) for e in sink.events if e["kind"] == "scalars"]
-    assert points == [(1.0, {"train loss": 0.9, "train acc": 0.6, "test acc": 0.62}),
-                      (2.0, {"train loss": 0.5, "train acc": 0.8}), (2.5, {"train loss": 0.4}),
-                      (3.0, {"train acc": 0.85})]
+    points = [(e["win"], e["x"], e["values"]) for e in sink.events if e["kind"] == "scalars"]
+    assert points == [("log:animator", 1.0, {"train loss": 0.9, "train acc": 0.6, "test acc": 0.62}),
+                      ("log:animator", 2.0, {"train loss": 0.5, "train acc": 0.8}),
+                      ("log:animator", 2.5, {"train loss": 0.4}), ("log:animator", 3.0, {"train acc": 0.85}),
+                      ("log:animator 2", 4.0, {"loss": 0.5})]
+    with viz.init(name="again", out=tmp_path, dashboard=False) as again:
+        assert viz.Animator(run=again).name == "animator"  # each run's first Animator is its "animator"
 
 
 D2L = ROOT / "tests" / "fixtures" / "d2l_softmax.py"

@@ -42,6 +42,8 @@ def assert_one_line_error(result, *words: str):
     (["--weight-decay", "1e39"], ["--weight-decay", "range"]),
     (["--momentum", "nan"], ["--momentum", "not a finite number"]),
     (["--seed", str(2**64)], ["--seed", "64 bits"]),
+    (["--server", "http://[::1"], ["--server", "not a server URL"]),
+    (["--server", "http://localhost:8097"], ["--server", "names a port", "--port"]),
 ])
 def test_bad_options(args, words, idx_dir, tmp_path):
     out = tmp_path / "runs"

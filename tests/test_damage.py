@@ -72,6 +72,13 @@ def run_copy(finished, tmp_path) -> Path:
 # ---------------------------------------------------------------- one damaged run, one line
 
 
+DEEP = "[" * 100_000 + "]" * 100_000  # JSON nested deeper than the parser's recursion goes
+
+
+def strict_json(constant: str):
+    raise ValueError(f"{constant} is not strict JSON")
+
+
 def write(name: str, text: str):
     return lambda run: (run / name).write_text(text)
 
@@ -116,6 +123,8 @@ DAMAGED = {
     "config.json a list": (write("config.json", "[1, 2]"), RESUME, ["config.json is damaged", "a JSON array"]),
     "config.json lr a word": (write("config.json", '{"trainer": "nn-softmax", "lr": "fast"}'), RESUME,
                               ["config.json is damaged", "lr is 'fast'"]),
+    "config.json trainer a list": (write("config.json", '{"trainer": ["nn-softmax"]}'), RESUME,
+                                   ["config.json is damaged", "trainer is ['nn-softmax']"]),
     "config.json env a path": (write("config.json", '{"trainer": "nn-softmax", "env": "../../etc"}'), RESUME,
                                ["config.json is damaged", "not a usable environment name"]),
     "checkpoint truncated": (cut("checkpoint.pt", 0.5), RESUME, ["checkpoint.pt is damaged", "cannot be read"]),
@@ -123,6 +132,11 @@ DAMAGED = {
     "checkpoint of other weights": (wrong_weights, RESUME, ["checkpoint.pt is damaged", "do not fit"]),
     "metrics line before the checkpoint": (damage_line(2), RESUME,
                                            ["metrics.jsonl is damaged", "line 2 is not JSON", "before the checkpoint"]),
+    "fork of a step record without its epoch": (
+        lambda run: (run / "metrics.jsonl").write_text('{"kind": "step", "step": 1}\n'
+                                                       + (run / "metrics.jsonl").read_text()),
+        ["nn-softmax", "--fork", "{run}", "--from-epoch", "1", "--no-viz", "--out", "{run}/forks"],
+        ["metrics.jsonl is damaged", "line 1 is not a metrics record"]),
     "first save killed": (first_save_killed, RESUME, ["no checkpoint yet", "killed while writing", ".partial"]),
     "finished, no --epochs": (lambda run: None, ["nn-softmax", "--resume", "{run}", "--no-viz"],
                               ["has trained all its 2 epochs", "--epochs N above 2"]),
@@ -163,6 +177,12 @@ def test_runs_lists_damaged_runs_with_the_reason_and_goes_on(finished, tmp_path)
         "config-list": write("config.json", "[1]"),
         "status-string": write("status.json", '"running"'),
         "status-pid-word": write("status.json", json.dumps({"status": "running", "pid": "x", "host": HOST})),
+        "status-pid-huge": write("status.json", json.dumps({"status": "running", "pid": 2**63, "host": HOST})),
+        "config-trainer-list": write("config.json", '{"trainer": ["nn-softmax"]}'),
+        "status-nested-deep": write("status.json", DEEP),
+        "test-acc-nan": lambda run: open(run / "metrics.jsonl", "a").write(
+            '{"kind": "test", "step": 9, "test_acc": NaN}\n'),
+        "config-own-dropout-word": write("config.json", '{"trainer": "lenet.py", "hidden": [8], "dropout": "0.2"}'),
         "checkpoint-cut": cut("checkpoint.pt", 0.3),
         "val-acc-word": lambda run: open(run / "metrics.jsonl", "a").write(
             '{"kind": "epoch", "epoch": 3, "step": 9, "val_acc": "high"}\n'),
@@ -174,7 +194,7 @@ def test_runs_lists_damaged_runs_with_the_reason_and_goes_on(finished, tmp_path)
 
     result = CliRunner().invoke(cli, ["runs", str(root), "--json"])
     assert result.exit_code == 0, result.output
-    rows = {row["run"]: row for row in json.loads(result.output)}
+    rows = {row["run"]: row for row in json.loads(result.output, parse_constant=strict_json)}
     assert set(rows) == {*damages, "sound"}
     reasons = {name: row["damaged"] for name, row in rows.items()}
     assert reasons == {
@@ -184,20 +204,28 @@ def test_runs_lists_damaged_runs_with_the_reason_and_goes_on(finished, tmp_path)
         "config-list": "config.json: it holds a JSON array, not an object of settings",
         "status-string": "status.json holds a JSON string, not an object",
         "status-pid-word": None,
+        "status-pid-huge": None,
+        "config-trainer-list": "config.json: trainer is ['nn-softmax'], not a string",
+        "test-acc-nan": None,
+        "status-nested-deep": "status.json is not JSON (maximum recursion depth exceeded while decoding a JSON array "
+                              "from a unicode string)",
+        "config-own-dropout-word": None,  # an own model's settings are its own: shown as they are
         "checkpoint-cut": "checkpoint.pt is not a whole checkpoint (empty or cut short)",
         "val-acc-word": f"metrics.jsonl line {next_line} has val_acc 'high', not a number",
         "sound": None,
     }, reasons
     assert {name for name, row in rows.items() if row["status"] == "damaged"} == {
         name for name, reason in reasons.items() if reason}
-    assert rows["status-pid-word"]["status"] == "failed"  # running, but no process of that pid here
+    assert rows["status-pid-word"]["status"] == rows["status-pid-huge"]["status"] == "failed"  # no such process here
+    assert rows["test-acc-nan"]["test_acc"] is None  # NaN, written as strict JSON's null
+    assert rows["config-own-dropout-word"]["settings"].endswith("8 drop=0.2")
     assert rows["sound"] == {**rows["cut-last-line"], "run": "sound", "path": str(root / "sound")}
     assert rows["sound"]["epochs"] == 2 and rows["sound"]["status"] == "finished"
 
     table = CliRunner().invoke(cli, ["runs", str(root)])
     assert table.exit_code == 0 and "Traceback" not in table.output
     lines = table.output.splitlines()
-    assert len(lines) == 1 + len(rows) + 6  # heading, a row each, a line per damaged run
+    assert len(lines) == 1 + len(rows) + sum(map(bool, reasons.values()))  # heading, a row each, a line per damaged run
     assert "damaged: config-list: config.json: it holds a JSON array" in table.output
 
 
@@ -601,11 +629,12 @@ def test_events_the_renderer_cannot_draw_are_skipped_and_counted(tmp_path):
         {"kind": "histogram", "win": "weights", "series": {}},
         {"kind": "config", "win": "config", "settings": [1]},
         {"kind": "exec", "win": "loss"},
+        {"kind": ["scalars"], "win": "loss"},
         ["not", "an", "event"],
     ]
     path = tmp_path / "events.jsonl"
-    path.write_text("".join(json.dumps(event) + "\n" for event in [*good, *bad]))
-    assert read_events(path) == (json.loads(json.dumps(good)), len(bad))
+    path.write_text("".join(json.dumps(event) + "\n" for event in [*good, *bad]) + DEEP + "\n")
+    assert read_events(path) == (json.loads(json.dumps(good)), len(bad) + 1)
 
 
 # ---------------------------------------------------------------- a hostile events file, in a real browser

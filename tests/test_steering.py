@@ -70,6 +70,16 @@ def test_only_this_runs_pane_makes_requests_and_bad_values_are_answered(sent, ex
     assert request_of(sent, "run-env", STATE) == expected
 
 
+def test_a_rate_of_0_is_shown_and_its_buttons_ask_for_a_typed_rate():
+    """A warm-up's first step runs at 0: x0.5 and x2 of it would be 0 again."""
+    warm_up = PaneState(lr=0.0)
+    assert rows(warm_up)[ROW["lr"]][1]["value"] == "0"
+    for button in ("halve", "double"):
+        assert request_of(event(ROW[button]), "run-env", warm_up) == \
+            Request("invalid", text="a rate of 0 halved or doubled is 0: type the rate to set")
+    assert request_of(event(ROW["lr"], "0.01"), "run-env", warm_up) == Request("lr", 0.01)
+
+
 def test_pause_and_continue_follow_the_label_the_page_showed_when_clicked():
     """Two clicks on pause before the pane is redrawn are two pauses, not a pause and a continue."""
     shown_paused = {"content": properties(PaneState(lr=0.1, paused=True))}
@@ -307,17 +317,19 @@ def fork(parent: Path, epoch: int | None, out: Path, *changes: str):
     return CliRunner().invoke(cli, ["mlp", "--fork", str(parent), *where, "--out", str(out), "--no-viz", *changes])
 
 
-def test_a_fork_with_no_change_ends_with_exactly_its_parents_metrics(parent, tmp_path):
+def test_a_fork_with_no_change_ends_with_exactly_its_parents_metrics(parent, tmp_path, monkeypatch):
     import torch
 
-    result = fork(parent, 1, tmp_path / "runs")
+    monkeypatch.chdir(parent.parent)
+    result = fork(Path(parent.name), 1, tmp_path / "runs")  # a parent named from where the command runs
     assert result.exit_code == 0, result.output
     child = only_run(tmp_path / "runs")
     assert records(child) == records(parent)
     ours, theirs = (torch.load(d / "checkpoint.pt", weights_only=True) for d in (child, parent))
     assert all(torch.equal(ours["model"][k], theirs["model"][k]) for k in theirs["model"])
     config = json.loads((child / "config.json").read_text())
-    assert (config["fork_of"], config["fork_epoch"], config["fork_changes"]) == (str(parent), 1, {})
+    # the parent's whole path, so compare and the runs table find it from any folder
+    assert (config["fork_of"], config["fork_epoch"], config["fork_changes"]) == (str(parent.resolve()), 1, {})
 
 
 def test_a_fork_takes_its_changes_from_its_epoch_on_and_the_runs_table_shows_its_lineage(parent, tmp_path):

@@ -8,6 +8,7 @@ run starts.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -271,7 +272,9 @@ def runs_command(directory: Path, column: str, as_json: bool):
         raise UserError(f"{directory} is not a folder; give the --out folder your runs went to")
     rows = sort_rows([summary(run, directory) for run in find_runs(directory)], column)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        # strict JSON for scripts: a diverged run's nan or inf is null
+        click.echo(json.dumps([{k: None if isinstance(v, float) and not math.isfinite(v) else v
+                                for k, v in row.items()} for row in rows], indent=2))
     elif rows:
         click.echo(format_table(rows))
     else:

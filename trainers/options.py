@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import urllib.parse
 from pathlib import Path
 
 import click
@@ -18,6 +17,7 @@ from trainers.catalog import ACTIVATIONS, DATASETS
 from trainers.core.config import KEEP_EPOCHS, MLPConfig, TrainConfig, annotation
 from trainers.core.schedule import SCHEDULES
 from trainers.models.own import comments, own_fields
+from viz.defaults import server_problem
 
 # The largest learning rate and weight decay taken: far past any that trains (a rate of 1e6
 # already diverges at once), and far below float32's limit (3.4e38), past which the SGD step
@@ -58,10 +58,11 @@ class HiddenSizes(click.ParamType):
 
 
 def server_url(ctx, param, value: str) -> str:
-    """Check that --server is an http(s) URL with a host."""
-    parsed = urllib.parse.urlparse(value)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("", "/"):
-        raise click.BadParameter(f"{value!r} is not a server URL like http://localhost", ctx, param)
+    """Check that --server is an http(s) URL with a host and no port (--port gives it)."""
+    problem = server_problem(value)
+    if problem:
+        then = ": give the URL without it, and the port with --port" if problem == "names a port" else ""
+        raise click.BadParameter(f"{value!r} {problem}{then}", ctx, param)
     return value.rstrip("/")
 
 

@@ -18,9 +18,11 @@ it starts itself (named after the script, under ./runs), finished when the progr
 
 from __future__ import annotations
 
+import weakref
+
 from viz import api
 
-_count = 0  # Animators made so far: each gets its own window
+_count: weakref.WeakKeyDictionary[api.Run, int] = weakref.WeakKeyDictionary()  # Animators made in each run
 
 
 def shared_run() -> api.Run:
@@ -39,10 +41,9 @@ class Animator:
     def __init__(self, xlabel=None, ylabel=None, legend=None, xlim=None, ylim=None, xscale="linear",
                  yscale="linear", fmts=("-", "m--", "g-.", "r:"), nrows=1, ncols=1, figsize=(3.5, 2.5), *,
                  run: api.Run | None = None, name: str | None = None):
-        global _count
-        _count += 1
         self.run = run or shared_run()
-        self.name = name or ("animator" if _count == 1 else f"animator {_count}")
+        made = _count[self.run] = _count.get(self.run, 0) + 1  # each gets its own window
+        self.name = name or ("animator" if made == 1 else f"animator {made}")
         self.legend = [str(entry) for entry in legend or []]
         self.run.axes(self.name, xlabel or "", ylabel or "", xlim, ylim, xscale, yscale)
 
@@ -51,9 +52,9 @@ class Animator:
 
         Points whose x or y is None are skipped, as the book's Animator skips them.
         """
-        if not hasattr(y, "__len__"):
+        if not one_or_more(y):
             y = [y]
-        if not hasattr(x, "__len__"):
+        if not one_or_more(x):
             x = [x] * len(y)
         by_x: dict[float, dict] = {}
         for i, (a, b) in enumerate(zip(x, y)):
@@ -62,3 +63,8 @@ class Animator:
                 by_x.setdefault(float(a), {})[name] = b
         for a, values in by_x.items():
             self.run.plot(self.name, a, values)
+
+
+def one_or_more(value) -> bool:
+    """Whether ``value`` is a sequence of points rather than one (a number, or a 0-dim tensor or array)."""
+    return hasattr(value, "__len__") and getattr(value, "ndim", 1) != 0

@@ -14,11 +14,12 @@ slash is ``TRACE/WINDOW``: ``train/loss`` and ``test/loss`` are the traces ``tra
 ``test`` of one window ``loss``; a name without one is a window of a single trace.
 
 Scalars may be tensors, on any device: ``log`` keeps them as they are and reads them
-back in one batch about once a second (``READ_EVERY``), so logging every step costs the
-loop no host sync. A run is a run folder like the trainers' (config.json, status.json,
-metrics.jsonl, events.jsonl) that ``trainviz runs``, ``compare`` and ``replay`` read; its
-events reach visdom from a background thread, and a server that is missing or dies
-costs one warning line: the run goes on and its dashboard is rebuilt when one answers.
+back in one batch at the first call a second (``READ_EVERY``) after the last read-back,
+so logging every step costs the loop no host sync. A run is a run folder like the
+trainers' (config.json, status.json, metrics.jsonl, events.jsonl) that ``trainviz
+runs``, ``compare`` and ``replay`` read; its events reach visdom from a background
+thread, and a server that is missing or dies costs one warning line: the run goes on and
+its dashboard is rebuilt when one answers.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from pathlib import Path
 from viz.dashboard.controls import MAX_RATE, PaneState, Request
 from viz.dashboard.sink import SCALES, RecordingSink, Sink, drawable
 from viz.dashboard.windows import LOGGED_NAME, logged
-from viz.defaults import PORT, SERVER
+from viz.defaults import PORT, SERVER, server_problem
 
 READ_EVERY = 1.0  # seconds between read-backs of the logged values (and writes of metrics.jsonl)
 clock = time.monotonic  # what times the read-backs
@@ -48,6 +49,7 @@ READ_AT_MOST = 4096  # logged values held before a read-back regardless of the t
 SOURCE = "viz.init"  # what config.json's "source" says of a run made by this API
 RESERVED = {"kind", "step"}  # the fields of a metrics.jsonl record, which no logged name may take
 RESERVED_PLOT = RESERVED | {"window", "x"}  # and those of a plot's record
+ENDINGS = ("finished", "failed", "stopped")  # how ``finish`` may say a run ended
 
 
 class Run:
@@ -89,6 +91,8 @@ class Run:
         (it is copied on its device, so a change to it after the call does not change the point).
         """
         self._check_open()
+        if not values:
+            return
         if step is None:
             step = self._step + 1
         elif isinstance(step, bool) or not isinstance(step, int):
@@ -154,7 +158,7 @@ class Run:
         points = dict(zip((str(k) for k in values), as_numbers(list(values.values()))))
         self.dir.append_metrics([{"kind": "plot", "step": max(self._step, 0), "window": name, "x": x,
                                   **{k: v if math.isfinite(v) else None for k, v in points.items()}}])
-        self._last.update(points)
+        self._last.update((f"{trace}/{name}", value) for trace, value in points.items())  # as ``log`` names them
         self._sink.scalars(win, x=x, values=points)
 
     # ------------------------------------------------------------ panes
@@ -174,7 +178,7 @@ class Run:
         self._sink.emit(checked.events[0])
 
     def images(self, name: str, images, captions: list[str] | None = None, marked: list[bool] | None = None) -> None:
-        """A grid of images: a tensor or array (N, H, W), (N, 1, H, W) or (N, 3, H, W), floats in [0, 1] or uint8.
+        """A grid of images: a tensor or array (N, H, W), (N, 1, H, W) or (N, 3, H, W), floats in [0, 1] or 0..255.
 
         Each image gets its caption below it and a green frame, red where ``marked``.
         """
@@ -268,8 +272,11 @@ class Run:
         is shown at most once every ``READ_EVERY`` seconds.
         """
         self._check_open()
-        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr <= MAX_RATE:
-            raise ValueError(f"lr must be the learning rate the loop uses, a number above 0, not {lr!r:.40}")
+        if hasattr(lr, "detach") and lr.numel() == 1:  # a rate kept as a tensor (capturable optimizers)
+            lr = lr.item()
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 <= lr <= MAX_RATE:
+            raise ValueError(f"lr must be the learning rate the loop uses, a number from 0 to {MAX_RATE:g}, "
+                             f"not {lr!r:.40}")
         lr = float(lr)
         if self._pane is None:
             self._pane = PaneState(lr=lr, refresh=False, fork=False)
@@ -313,10 +320,12 @@ class Run:
         """Deliver what is held and queued, record how the run ended, and let go of the folder.
 
         ``status``: "finished", or "failed" / "stopped" for a run that did not complete.
-        Calling it again does nothing.
+        Calling it again does nothing. A value that cannot be read back fails the run.
         """
         if self._finished:
             return
+        if status not in ENDINGS:
+            raise ValueError(f"a run finishes as one of {', '.join(ENDINGS)}, not {status!r:.40}")
         self._finished = True
         if self._listener is not None:
             self._listener.close()
@@ -324,6 +333,9 @@ class Run:
             try:
                 self._read_back()
                 self._show_config()
+            except BaseException:
+                status = "failed"
+                raise
             finally:  # a value that cannot be read back still leaves the run's status true
                 self.dir.write_status(status, step=self._step)
             self._sink.outcome(status, {k: v for k, v in self._last.items() if math.isfinite(v)})
@@ -337,7 +349,7 @@ class Run:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
-        if kind is None:
+        if kind is None or (issubclass(kind, SystemExit) and error.code in (0, None)):
             self.finish()
         elif issubclass(kind, KeyboardInterrupt):
             self.finish("stopped")
@@ -412,8 +424,8 @@ def as_numbers(values: list):
             groups.setdefault((v.device, v.shape, v.dtype), []).append(v)
         with torch.no_grad():
             for group in groups.values():
-                got = torch.stack(group).flatten().double().tolist()
-                read.update({id(v): n for v, n in zip(group, got)})
+                got = torch.stack(group).flatten().tolist()  # on the host: some devices have no float64
+                read.update({id(v): float(n) for v, n in zip(group, got)})
     for value in values:
         if hasattr(value, "detach"):
             yield read[id(value)]
@@ -430,12 +442,13 @@ def current() -> Run | None:
     """The run started last and not finished yet, if any."""
     return next(reversed(_open_runs), None)
 _ended = "finished"  # how open runs end at exit: "failed" after an uncaught exception, "stopped" after Ctrl-C
+_hook = None  # the exception hook ``_note_failure`` took over, which it still calls
 
 
 def _note_failure(kind, error, traceback) -> None:
     global _ended
     _ended = "stopped" if issubclass(kind, KeyboardInterrupt) else "failed"
-    sys.__excepthook__(kind, error, traceback)
+    (_hook or sys.__excepthook__)(kind, error, traceback)
 
 
 def _finish_open_runs() -> None:
@@ -452,7 +465,7 @@ def init(name: str | None = None, config: dict | None = None, out: str | os.Path
         name: what the run is (the runs table's trainer column, the start of its folder's
             name); by default the script's name.
         config: its settings, shown on the dashboard and kept in config.json (JSON-ready
-            values; anything else is kept as its text).
+            values; anything else, nan and infinities included, is kept as its text).
         out: the folder of run folders, as the trainers' ``--out``.
         server, port: the visdom server; by default $VISDOM_SERVER_URL and $VISDOM_PORT,
             else http://localhost:8097.
@@ -460,12 +473,19 @@ def init(name: str | None = None, config: dict | None = None, out: str | os.Path
     """
     from trainers.core.run import RunDir  # the run folder the trainers write, so `trainviz runs` reads both
 
+    global _hook
+
     name = name or (Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c") else "run")
     stem = re.sub(r"[^A-Za-z0-9_.-]", "-", str(name)).strip(".-")[:60] or "run"  # an environment's letters
     server = (server or os.environ.get("VISDOM_SERVER_URL") or SERVER).rstrip("/")
+    problem = server_problem(server)
+    if problem:
+        raise ValueError(f"the server {server!r:.60} {problem}: give a URL like {SERVER}, with no port or path "
+                         "(port= or $VISDOM_PORT gives the port)")
     port = int(port or os.environ.get("VISDOM_PORT") or PORT)
     try:
-        user = json.loads(json.dumps(dict(config or {}), default=str))
+        # strict JSON: what is not JSON is kept as its text, nan and inf as "NaN" and "Infinity"
+        user = json.loads(json.dumps(dict(config or {}), default=str), parse_constant=str)
     except (TypeError, ValueError) as err:
         raise ValueError(f"config must be a dict with string keys: {err}") from None
     run_dir = RunDir.create(Path(out), stem, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -487,8 +507,8 @@ def init(name: str | None = None, config: dict | None = None, out: str | os.Path
     else:
         sink = Sink()
     run = Run(run_dir, sink, settings, f"{server}:{port}/env/{run_dir.name}", lock)
-    if not _open_runs and sys.excepthook is sys.__excepthook__:
-        sys.excepthook = _note_failure
+    if sys.excepthook is not _note_failure:  # in front of the hook there is (a traceback prettifier's)
+        _hook, sys.excepthook = sys.excepthook, _note_failure
     _open_runs[run] = None
     return run
 

@@ -32,15 +32,24 @@ def caption(classes: tuple[str, ...], true: int, predicted: int, confidence: flo
 
 
 def as_pixels(images) -> np.ndarray:
-    """Images (N, H, W), (N, 1, H, W) or (N, 3, H, W), floats in [0, 1] or uint8, as uint8 (N, H, W[, 3])."""
-    array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    """Images (N, H, W), (N, 1, H, W) or (N, 3, H, W), floats in [0, 1] or whole numbers in 0..255, as uint8
+    (N, H, W[, 3])."""
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu()
+        array = (images.float() if images.dtype in (torch.bfloat16, torch.float16) else images).numpy()
+    else:
+        array = np.asarray(images)
     if array.ndim == 4 and array.shape[1] in (1, 3):  # channels first, as torch keeps them
         array = array[:, 0] if array.shape[1] == 1 else array.transpose(0, 2, 3, 1)
     elif array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if not (array.ndim == 3 or (array.ndim == 4 and array.shape[3] == 3)) or not all(array.shape):
         raise ValueError(f"images must be (N, H, W), (N, 1, H, W) or (N, 3, H, W), not {tuple(array.shape)}")
-    if array.dtype != np.uint8:
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype.kind in "iu" and array.dtype != np.uint8:  # whole numbers: levels 0 to 255, as uint8's
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    elif array.dtype != np.uint8:
         array = (np.clip(array.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
     return array
 
@@ -126,8 +135,10 @@ def histograms(tensors: dict[str, torch.Tensor]) -> dict[str, tuple[list[float],
         if not len(values):
             continue
         low, high = values.min().item(), values.max().item()
+        if low == high:  # one value: a spike in the middle bin of a unit-wide range
+            low, high = low - 0.5, high + 0.5
         counts = torch.histc(values, BINS, low, high)
-        width = (high - low) / BINS or 1.0
+        width = (high - low) / BINS
         centers = torch.linspace(low + width / 2, high - width / 2, BINS)
         series[name] = (centers.tolist(), (counts / (counts.sum() * width)).tolist())
     return series

@@ -38,11 +38,17 @@ def process_alive(pid: int) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: larger than any pid
         return False
     except PermissionError:  # it exists, and belongs to another user
         return True
     return True
+
+
+def config_of(values) -> type[TrainConfig]:
+    """The settings class that saved ``values`` name by their trainer (TrainConfig for an unknown or odd one)."""
+    trainer = values.get("trainer") if isinstance(values, dict) else None
+    return TRAINERS[trainer].config if isinstance(trainer, str) and trainer in TRAINERS else TrainConfig
 
 
 class Damaged(UserError):
@@ -154,10 +160,9 @@ class RunDir:
         """
         try:
             values = json.loads(self.config_file.read_bytes())
-        except ValueError as err:  # UnicodeDecodeError included
+        except (ValueError, RecursionError) as err:  # UnicodeDecodeError included; RecursionError: nested too deep
             raise Damaged(self.config_file, f"it is not JSON ({first_sentence(err)})") from None
-        trainer = TRAINERS.get(values.get("trainer")) if isinstance(values, dict) else None
-        problem = settings_problem(values, trainer.config if trainer else TrainConfig)
+        problem = settings_problem(values, config_of(values))
         if problem is None and values.get("env") is not None and not (
                 isinstance(values["env"], str) and ENV_NAME.fullmatch(values["env"])):
             problem = f"env is {values['env']!r:.40}, not a usable environment name"
@@ -195,7 +200,7 @@ class RunDir:
         """What ``write_status`` last wrote; {} for a run without one (or one that is damaged)."""
         try:
             status = json.loads(self.status_file.read_bytes())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}
         return status if isinstance(status, dict) else {}
 
@@ -207,7 +212,7 @@ class RunDir:
             return None
         except OSError as err:
             return f"status.json cannot be read ({err.strerror})"
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:
             return f"status.json is not JSON ({first_sentence(err)})"
         if not isinstance(status, dict):
             return f"status.json holds {json_kind(status)}, not an object"
@@ -238,11 +243,12 @@ class RunDir:
                     continue
                 try:
                     record = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     yield number, end, None, "is not JSON"
                     continue
-                if not isinstance(record, dict) or isinstance(record.get("step"), bool) \
-                        or not isinstance(record.get("step"), int):
+                if not isinstance(record, dict) or not whole(record.get("step")) or (
+                        record.get("kind") in ("step", "epoch")
+                        and not (whole(record.get("epoch")) and number_or_none(record.get("train_loss")))):
                     yield number, end, None, "is not a metrics record"
                     continue
                 yield number, end, record, ""
@@ -348,8 +354,7 @@ class RunDir:
         if not isinstance(state, dict) or not CHECKPOINT_KEYS <= state.keys():
             raise Damaged(file, "it does not hold a trainviz checkpoint",
                           "restore it from a copy of the run folder, or train the run again")
-        trainer = TRAINERS.get(state["config"].get("trainer")) if isinstance(state["config"], dict) else None
-        problem = settings_problem(state["config"], trainer.config if trainer else TrainConfig)
+        problem = settings_problem(state["config"], config_of(state["config"]))
         if problem:
             raise Damaged(file, f"its settings: {problem}",
                           "restore it from a copy of the run folder, or train the run again")
@@ -389,3 +394,13 @@ class RunDir:
             return True
         except OSError:
             return False
+
+
+def whole(value) -> bool:
+    """Whether ``value`` is a whole number (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def number_or_none(value) -> bool:
+    """Whether ``value`` is a number or None (a non-finite value as strict JSON writes it)."""
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))

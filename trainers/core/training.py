@@ -192,7 +192,8 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
                     "torch": torch.__version__, "device_name": str(device), "data_source": str(data.source),
                     **model_file(config.trainer)}
         if parent is not None:
-            settings |= {"fork_of": str(parent.path), "fork_epoch": config.from_epoch, "fork_changes": changes}
+            settings |= {"fork_of": str(parent.path.resolve()), "fork_epoch": config.from_epoch,
+                         "fork_changes": changes}
         run.write_config(settings)
         if parent is not None:  # a fork's history up to its epoch is its parent's
             copy_history(parent, run, progress.step)
@@ -631,7 +632,8 @@ def make_sink(config: TrainConfig, run: RunDir, resumed: bool = False) -> Sink:
         return Sink()
     from viz.dashboard.sender import VisdomSink  # imports requests and visdom: only when streaming
 
-    return VisdomSink(config.server, config.port, run.read_config()["env"], run.events_file, rebuild_first=resumed)
+    env = run.read_config().get("env") or run.name  # a config.json without one: the folder's name, as replay takes
+    return VisdomSink(config.server, config.port, env, run.events_file, rebuild_first=resumed)
 
 
 def checkpoint(parts: Parts, config: TrainConfig, progress: Progress, generator: torch.Generator,
@@ -685,7 +687,8 @@ def open_fork(config: TrainConfig) -> tuple[RunDir, dict]:
 
     Raises:
         UserError: the folder is not a run, it keeps no checkpoint of that epoch (the message
-            lists the ones it keeps), or the checkpoint is damaged or another trainer's.
+            lists the ones it keeps), the checkpoint is damaged or another trainer's, or its
+            metrics.jsonl is damaged.
     """
     parent = RunDir(config.fork)
     if not parent.config_file.is_file():
@@ -708,6 +711,7 @@ def open_fork(config: TrainConfig) -> tuple[RunDir, dict]:
             and progress.get("batch", 0) == 0 and isinstance(progress.get("step"), int)):
         raise Damaged(parent.epoch_checkpoint(config.from_epoch),
                       f"it does not hold the end of epoch {config.from_epoch}", "fork from another epoch")
+    parent.read_metrics()  # checked now, so a damaged record is said before the fork's folder is made
     return parent, state
 
 

@@ -34,19 +34,22 @@ def settings_text(config: dict) -> str:
         user = config.get("config") if isinstance(config.get("config"), dict) else {}
         text = " ".join(f"{k}={v if isinstance(v, (int, float, str)) else json.dumps(v)}" for k, v in user.items())
         return text if len(text) <= 60 else text[:57] + "..."
-    parts = [f"lr={config.get('lr', 0):g}", f"bs={config.get('batch_size')}"]
+    def g(value) -> str:  # a number as short as it goes; anything else (a damaged setting) as its text
+        return f"{value:g}" if _number(value) else f"{str(value):.20}"
+
+    parts = [f"lr={g(config.get('lr', 0))}", f"bs={config.get('batch_size')}"]
     if config.get("momentum"):
-        parts.append(f"mom={config['momentum']:g}")
+        parts.append(f"mom={g(config['momentum'])}")
     if config.get("weight_decay"):
-        parts.append(f"wd={config['weight_decay']:g}")
+        parts.append(f"wd={g(config['weight_decay'])}")
     if config.get("schedule", "constant") != "constant":
-        parts.append(config["schedule"])
+        parts.append(str(config["schedule"]))
     if isinstance(config.get("hidden"), list):
         parts.append(",".join(map(str, config["hidden"])))
         if config.get("trainer") == "mlp":
-            parts.append(config.get("activation", "relu"))
+            parts.append(str(config.get("activation", "relu")))
         if config.get("dropout"):
-            parts.append(f"drop={config['dropout']:g}")
+            parts.append(f"drop={g(config['dropout'])}")
     own = config.get("own_settings") if isinstance(config.get("own_settings"), list) else []
     parts += [f"{name}={config[name]}" for name in own if isinstance(name, str) and name in config]
     return " ".join(parts)
@@ -111,7 +114,7 @@ def epoch_records(run: RunDir) -> list[dict]:
                     continue  # a user's loop's per-step values
                 try:
                     record = json.loads(line)
-                except ValueError:  # UnicodeDecodeError included
+                except (ValueError, RecursionError):  # UnicodeDecodeError included
                     raise Damaged(run.metrics_file, f"line {number} is not JSON") from None
                 if isinstance(record, dict) and record.get("kind") == "log":
                     logged = evaluation_record(record, len(records) + 1)
@@ -247,7 +250,7 @@ def identical_curves(runs: list[RunDir]) -> list[list[str]]:
 def fork_epoch(config: dict, others: list[RunDir]) -> int:
     """The epoch a run forked from one of ``others`` at; 0 when it is no fork of theirs."""
     parent, epoch = config.get("fork_of"), config.get("fork_epoch")
-    if not (isinstance(parent, str) and _number(epoch)):
+    if not (isinstance(parent, str) and isinstance(epoch, int) and not isinstance(epoch, bool)):
         return 0
     parent_path = Path(parent).resolve()
     return int(epoch) if any(other.path.resolve() == parent_path for other in others) else 0

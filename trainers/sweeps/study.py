@@ -190,7 +190,7 @@ def _journal_damage(path: Path) -> tuple[int, int, bool] | None:
     for number, line in enumerate(lines, 1):
         try:
             whole = line.endswith(b"\n") and isinstance(json.loads(line), dict)
-        except ValueError:
+        except (ValueError, RecursionError):
             whole = False
         if not whole:
             return number, offset, number == len(lines)

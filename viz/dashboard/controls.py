@@ -111,6 +111,8 @@ def request_of(event, env: str, state: PaneState) -> Request | None:
         rate = parse_rate(event.get("value"))
         return Request("lr", rate) if isinstance(rate, float) else Request("invalid", text=rate)
     if action in ("halve", "double"):
+        if state.lr == 0:  # a warm-up's first step, the end of a schedule to 0
+            return Request("invalid", text="a rate of 0 halved or doubled is 0: type the rate to set")
         rate = state.lr * (0.5 if action == "halve" else 2.0)
         return Request("lr", rate) if rate <= MAX_RATE else Request("invalid", text=f"{rate:g} is above {MAX_RATE:g}")
     if action in ("pause", "continue"):

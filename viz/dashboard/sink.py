@@ -211,7 +211,7 @@ def read_events(path: Path) -> tuple[list[dict], int]:
                 continue
             try:
                 event = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deep
                 damaged += 1
                 continue
             if drawable(event):
@@ -299,7 +299,7 @@ _FIELDS = {
     "axes": {"xlabel": lambda v: isinstance(v, str), "ylabel": lambda v: isinstance(v, str), "xlim": _range,
              "ylim": _range, "xscale": lambda v: v in SCALES, "yscale": lambda v: v in SCALES},
     "trials": {"fields": _strings, "rows": lambda v: isinstance(v, list) and all(map(_trial_row, v))},
-    "controls": {"lr": lambda v: _number(v) and 0 < v <= MAX_RATE, "paused": _flag, "note": lambda v: isinstance(v, str),
+    "controls": {"lr": lambda v: _number(v) and 0 <= v <= MAX_RATE, "paused": _flag, "note": lambda v: isinstance(v, str),
                  "refresh": _flag, "fork": _flag, "prune": _flag},
     "config": {"settings": lambda v: isinstance(v, dict)},
     "outcome": {"status": lambda v: isinstance(v, str), "metrics": lambda v: isinstance(v, dict)},
@@ -310,7 +310,7 @@ _OPTIONAL = {"columns"}  # fields an event may leave out
 
 def drawable(event) -> bool:
     """Whether ``event`` is one the renderer can draw: a known kind and window, each field of its type."""
-    if not isinstance(event, dict) or event.get("kind") not in KINDS:
+    if not isinstance(event, dict) or not isinstance(event.get("kind"), str) or event["kind"] not in KINDS:
         return False
     kind = event["kind"]
     if kind not in ("config", "outcome", "save") and not known(event.get("win")):
