@@ -148,6 +148,8 @@ DAMAGED = {
     "evaluate empty checkpoint": (cut("checkpoint.pt", 0), ["evaluate", "{run}"], ["the file is empty"]),
     "replay config.json not JSON": (write("config.json", "{"), ["replay", "{run}", "--port", "1"],
                                     ["config.json is damaged", "--env"]),
+    "replay events a FIFO": (lambda run: ((run / "events.jsonl").unlink(), os.mkfifo(run / "events.jsonl")),
+                             ["replay", "{run}", "--port", "1"], ["holds no events.jsonl"]),
     "compare metrics line": (damage_line(3), ["compare", "{run}", "--port", "1"],
                              ["metrics.jsonl line 3 is not JSON", "compare without it"]),
     "compare config.json a list": (write("config.json", "[]"), ["compare", "{run}", "--port", "1"],
@@ -180,6 +182,9 @@ def test_runs_lists_damaged_runs_with_the_reason_and_goes_on(finished, tmp_path)
         "status-pid-huge": write("status.json", json.dumps({"status": "running", "pid": 2**63, "host": HOST})),
         "config-trainer-list": write("config.json", '{"trainer": ["nn-softmax"]}'),
         "status-nested-deep": write("status.json", DEEP),
+        "config-fifo": lambda run: ((run / "config.json").unlink(), os.mkfifo(run / "config.json")),  # would block
+        "status-dev-zero": lambda run: ((run / "status.json").unlink(), (run / "status.json").symlink_to("/dev/zero")),
+        "config-huge": write("config.json", '{"trainer": "nn-softmax", "notes": "' + "x" * 2_000_000 + '"}'),
         "test-acc-nan": lambda run: open(run / "metrics.jsonl", "a").write(
             '{"kind": "test", "step": 9, "test_acc": NaN}\n'),
         "config-own-dropout-word": write("config.json", '{"trainer": "lenet.py", "hidden": [8], "dropout": "0.2"}'),
@@ -207,6 +212,9 @@ def test_runs_lists_damaged_runs_with_the_reason_and_goes_on(finished, tmp_path)
         "status-pid-huge": None,
         "config-trainer-list": "config.json: trainer is ['nn-softmax'], not a string",
         "test-acc-nan": None,
+        "config-fifo": "config.json: it is not a regular file",
+        "status-dev-zero": "status.json: it is not a regular file",
+        "config-huge": "config.json: it holds 2,000,038 bytes, more than a run's settings take (1,048,576)",
         "status-nested-deep": "status.json is not JSON (maximum recursion depth exceeded while decoding a JSON array "
                               "from a unicode string)",
         "config-own-dropout-word": None,  # an own model's settings are its own: shown as they are
@@ -635,6 +643,10 @@ def test_events_the_renderer_cannot_draw_are_skipped_and_counted(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_text("".join(json.dumps(event) + "\n" for event in [*good, *bad]) + DEEP + "\n")
     assert read_events(path) == (json.loads(json.dumps(good)), len(bad) + 1)
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):  # a reader of it would wait for a writer forever
+        read_events(fifo)
 
 
 # ---------------------------------------------------------------- a hostile events file, in a real browser

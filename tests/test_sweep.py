@@ -363,6 +363,8 @@ def test_a_refit_stopped_midway_continues_from_its_checkpoint_with_the_same_comm
     (["--param", "lr=0.5..1.5:int"], ["whole-number"]),
     (["--param", "lr=0.1|0.1"], ["distinct"]),
     (["--param", "val-size=1|2"], ["val-size", "searchable"]),
+    (["--param", "fork=runs/a|runs/b"], ["fork", "searchable"]),  # where a run starts, not what it learns
+    (["--param", "keep-checkpoints=true|false"], ["keep-checkpoints", "searchable"]),
     (["--param", "lr=0.01..0.1"], ["--trials"]),
     (["--param", "lr=0.1|0.2", "--trials", "5"], ["grid has 2 points"]),
     (["--param", "lr=0.1|0.2", "--sampler", "grid", "--param", "momentum=0..0.9", "--trials", "3"], ["grid"]),

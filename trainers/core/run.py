@@ -12,6 +12,7 @@ import io
 import json
 import os
 import socket
+import stat
 import time
 import zipfile
 from collections.abc import Iterator
@@ -43,6 +44,29 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # it exists, and belongs to another user
         return True
     return True
+
+
+SMALL_FILE = 1 << 20  # the most of a config.json or status.json read (a few kilobytes each)
+
+
+class NotSmallFile(ValueError):
+    """A settings file that is not a regular file of at most ``SMALL_FILE`` bytes (a FIFO, /dev/zero, a huge file)."""
+
+
+def read_small(path: Path) -> bytes:
+    """The bytes of a small regular file: what a hostile folder puts there can neither block nor fill the memory.
+
+    Raises:
+        OSError: it cannot be read (FileNotFoundError: there is none).
+        NotSmallFile: it is no regular file, or too large.
+    """
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise NotSmallFile("it is not a regular file")
+    if info.st_size > SMALL_FILE:
+        raise NotSmallFile(f"it holds {info.st_size:,} bytes, more than a run's settings take ({SMALL_FILE:,})")
+    with open(path, "rb") as f:
+        return f.read(SMALL_FILE + 1)
 
 
 def config_of(values) -> type[TrainConfig]:
@@ -159,7 +183,9 @@ class RunDir:
             Damaged: it is not JSON, not an object, or a setting has the wrong type.
         """
         try:
-            values = json.loads(self.config_file.read_bytes())
+            values = json.loads(read_small(self.config_file))
+        except NotSmallFile as err:
+            raise Damaged(self.config_file, str(err)) from None
         except (ValueError, RecursionError) as err:  # UnicodeDecodeError included; RecursionError: nested too deep
             raise Damaged(self.config_file, f"it is not JSON ({first_sentence(err)})") from None
         problem = settings_problem(values, config_of(values))
@@ -199,7 +225,7 @@ class RunDir:
     def read_status(self) -> dict:
         """What ``write_status`` last wrote; {} for a run without one (or one that is damaged)."""
         try:
-            status = json.loads(self.status_file.read_bytes())
+            status = json.loads(read_small(self.status_file))
         except (OSError, ValueError, RecursionError):
             return {}
         return status if isinstance(status, dict) else {}
@@ -207,11 +233,13 @@ class RunDir:
     def status_problem(self) -> str | None:
         """Why status.json is damaged; None when it is sound or absent."""
         try:
-            status = json.loads(self.status_file.read_bytes())
+            status = json.loads(read_small(self.status_file))
         except FileNotFoundError:
             return None
         except OSError as err:
             return f"status.json cannot be read ({err.strerror})"
+        except NotSmallFile as err:
+            return f"status.json: {err}"
         except (ValueError, RecursionError) as err:
             return f"status.json is not JSON ({first_sentence(err)})"
         if not isinstance(status, dict):

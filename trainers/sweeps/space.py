@@ -28,7 +28,7 @@ from trainers.models.own import short_name
 # Settings that say where a run goes or how it is watched, not what it learns: never
 # searched, and not part of what makes two studies the same.
 PLUMBING = frozenset({"trainer", "data_dir", "device", "out", "viz", "server", "port", "env", "log_every",
-                      "images", "save_every", "resume"})
+                      "images", "save_every", "keep_checkpoints", "resume", "fork", "from_epoch"})
 # Settings every trial must share for their validation accuracies to be comparable.
 SHARED = frozenset({"dataset", "val_size", "test"})
 # How a sweep stops trials early (``trainers.sweeps.study.make_pruner``); the first is the default

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import dataclasses
 import json
 import math
@@ -203,7 +204,13 @@ def decode_array(event: dict) -> np.ndarray:
 
 
 def read_events(path: Path) -> tuple[list[dict], int]:
-    """The events of an events.jsonl file, and how many lines were damaged (or not events) and skipped."""
+    """The events of an events.jsonl file, and how many lines were damaged (or not events) and skipped.
+
+    Raises:
+        OSError: it cannot be read, or is no regular file (a FIFO would block the reader).
+    """
+    if path.exists() and not path.is_file():
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
     events, damaged = [], 0
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
