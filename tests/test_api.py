@@ -177,6 +177,28 @@ def test_a_server_that_is_not_a_plain_url_is_refused_before_anything_is_written(
     assert not any(tmp_path.iterdir())
 
 
+def test_a_config_is_settings_not_data(tmp_path):
+    with pytest.raises(ValueError, match="more than 1,048,576: it is for settings"):
+        viz.init(name="vocab", config={"vocab": [f"word{i}" for i in range(200_000)]}, out=tmp_path, dashboard=False)
+    assert not any(tmp_path.iterdir())
+    with viz.init(name="big", config={"vocab": [f"word{i}" for i in range(60_000)]}, out=tmp_path,
+                  dashboard=False) as run:
+        pass
+    (row,) = [summary(found, tmp_path) for found in find_runs(tmp_path)]
+    assert row["damaged"] is None and row["status"] == "finished"  # what init takes, the runs table reads
+
+
+def test_the_control_pane_takes_the_rate_the_loop_has_also_0_or_a_tensor(tmp_path, monkeypatch):
+    with viz.init(name="rates", out=tmp_path, dashboard=False) as run:
+        sink = recorded(run)
+        assert run.controls(0.0) == []  # a warm-up's first step
+        monkeypatch.setattr(api, "clock", lambda: float("inf"))  # past when a changed rate may be shown again
+        assert run.controls(torch.tensor(0.02, dtype=torch.float64)) == []
+        with pytest.raises(ValueError, match="a number from 0 to"):
+            run.controls(-0.1)
+    assert [e["lr"] for e in sink.events if e["kind"] == "controls"] == [0.0, 0.02]
+
+
 def test_finish_takes_only_the_words_the_runs_table_knows(tmp_path):
     run = viz.init(name="words", out=tmp_path, dashboard=False)
     with pytest.raises(ValueError, match="one of finished, failed, stopped, not 'done'"):
@@ -217,6 +239,22 @@ run.log({{"loss": 1.0}})
 
 
 HOOK = "sys.excepthook = lambda *error: print('own hook:', error[1])"  # a traceback prettifier's place
+
+
+def test_two_runs_under_a_hook_that_chains_to_ours_fail_once_each(tmp_path):
+    """A library installs a hook that calls the one before it (as error reporters do) between two runs."""
+    out = tmp_path / "runs"
+    end = ("previous = sys.excepthook\n"
+           "sys.excepthook = lambda *error: (print('own hook'), previous(*error))\n"
+           f"viz.init(name='second', out={str(out)!r}, dashboard=False)\n"
+           "raise ValueError('bad batch')")
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT.format(out=str(out), before="", end=end))
+    done = subprocess.run([sys.executable, str(script)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout == "own hook\n" and "RecursionError" not in done.stderr, done.stderr
+    assert done.stderr.count("ValueError: bad batch") == 1
+    assert sorted(RunDir(run.path).read_status()["status"] for run in find_runs(out)) == ["failed", "failed"]
 
 
 @pytest.mark.parametrize("before, end, status", [

@@ -137,6 +137,16 @@ DAMAGED = {
                                                        + (run / "metrics.jsonl").read_text()),
         ["nn-softmax", "--fork", "{run}", "--from-epoch", "1", "--no-viz", "--out", "{run}/forks"],
         ["metrics.jsonl is damaged", "line 1 is not a metrics record"]),
+    "fork of a step record without its loss": (
+        lambda run: (run / "metrics.jsonl").write_text('{"kind": "step", "step": 1, "epoch": 1}\n'
+                                                       + (run / "metrics.jsonl").read_text()),
+        ["nn-softmax", "--fork", "{run}", "--from-epoch", "1", "--no-viz", "--out", "{run}/forks"],
+        ["metrics.jsonl is damaged", "line 1 is not a metrics record"]),
+    "fork of a kept checkpoint that is a FIFO": (
+        lambda run: ((run / "checkpoints" / "epoch-0001.pt").unlink(),
+                     os.mkfifo(run / "checkpoints" / "epoch-0001.pt")),
+        ["nn-softmax", "--fork", "{run}", "--from-epoch", "1", "--no-viz", "--out", "{run}/forks"],
+        ["epoch-0001.pt is damaged", "not a regular file"]),
     "first save killed": (first_save_killed, RESUME, ["no checkpoint yet", "killed while writing", ".partial"]),
     "finished, no --epochs": (lambda run: None, ["nn-softmax", "--resume", "{run}", "--no-viz"],
                               ["has trained all its 2 epochs", "--epochs N above 2"]),
@@ -148,8 +158,6 @@ DAMAGED = {
     "evaluate empty checkpoint": (cut("checkpoint.pt", 0), ["evaluate", "{run}"], ["the file is empty"]),
     "replay config.json not JSON": (write("config.json", "{"), ["replay", "{run}", "--port", "1"],
                                     ["config.json is damaged", "--env"]),
-    "replay events a FIFO": (lambda run: ((run / "events.jsonl").unlink(), os.mkfifo(run / "events.jsonl")),
-                             ["replay", "{run}", "--port", "1"], ["holds no events.jsonl"]),
     "compare metrics line": (damage_line(3), ["compare", "{run}", "--port", "1"],
                              ["metrics.jsonl line 3 is not JSON", "compare without it"]),
     "compare config.json a list": (write("config.json", "[]"), ["compare", "{run}", "--port", "1"],
@@ -184,7 +192,8 @@ def test_runs_lists_damaged_runs_with_the_reason_and_goes_on(finished, tmp_path)
         "status-nested-deep": write("status.json", DEEP),
         "config-fifo": lambda run: ((run / "config.json").unlink(), os.mkfifo(run / "config.json")),  # would block
         "status-dev-zero": lambda run: ((run / "status.json").unlink(), (run / "status.json").symlink_to("/dev/zero")),
-        "config-huge": write("config.json", '{"trainer": "nn-softmax", "notes": "' + "x" * 2_000_000 + '"}'),
+        "config-huge": write("config.json", '{"trainer": "nn-softmax", "notes": "' + "x" * 17_000_000 + '"}'),
+        "checkpoint-fifo": lambda run: ((run / "checkpoint.pt").unlink(), os.mkfifo(run / "checkpoint.pt")),
         "test-acc-nan": lambda run: open(run / "metrics.jsonl", "a").write(
             '{"kind": "test", "step": 9, "test_acc": NaN}\n'),
         "config-own-dropout-word": write("config.json", '{"trainer": "lenet.py", "hidden": [8], "dropout": "0.2"}'),
@@ -214,7 +223,8 @@ def test_runs_lists_damaged_runs_with_the_reason_and_goes_on(finished, tmp_path)
         "test-acc-nan": None,
         "config-fifo": "config.json: it is not a regular file",
         "status-dev-zero": "status.json: it is not a regular file",
-        "config-huge": "config.json: it holds 2,000,038 bytes, more than a run's settings take (1,048,576)",
+        "config-huge": "config.json: it holds 17,000,038 bytes, more than a run's settings take (16,777,216)",
+        "checkpoint-fifo": "checkpoint.pt is not a regular file",
         "status-nested-deep": "status.json is not JSON (maximum recursion depth exceeded while decoding a JSON array "
                               "from a unicode string)",
         "config-own-dropout-word": None,  # an own model's settings are its own: shown as they are

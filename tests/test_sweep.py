@@ -389,6 +389,15 @@ def test_bad_sweeps_exit_2_with_one_line_and_start_nothing(args, words, idx_dir,
     assert not list(out.glob("*/trial-*"))
 
 
+def test_a_studys_name_stays_what_it_was_so_the_same_command_continues_it():
+    """The name is a hash of the space: a change to what a space holds would rename every stored study."""
+    from trainers.catalog import TRAINERS
+    from trainers.sweeps.space import default_study_name, space
+
+    config = TRAINERS["mlp"].config(trainer="mlp", val_size=5000, test=False).to_dict()
+    assert default_study_name(space("mlp", [], config, 16)) == "mlp-315e5e"
+
+
 def test_a_study_name_reused_with_another_space_is_refused(idx_dir, tmp_path):
     out = tmp_path / "runs"
     first = CliRunner().invoke(cli, sweep_args(idx_dir, out, "--epochs", "1", "--param", "lr=0.1", "--study", "s"))

@@ -50,6 +50,7 @@ SOURCE = "viz.init"  # what config.json's "source" says of a run made by this AP
 RESERVED = {"kind", "step"}  # the fields of a metrics.jsonl record, which no logged name may take
 RESERVED_PLOT = RESERVED | {"window", "x"}  # and those of a plot's record
 ENDINGS = ("finished", "failed", "stopped")  # how ``finish`` may say a run ended
+CONFIG_BYTES = 1 << 20  # the most a config may hold, as JSON: settings, not data
 
 
 class Run:
@@ -333,7 +334,7 @@ class Run:
             try:
                 self._read_back()
                 self._show_config()
-            except BaseException:
+            except Exception:
                 status = "failed"
                 raise
             finally:  # a value that cannot be read back still leaves the run's status true
@@ -488,6 +489,10 @@ def init(name: str | None = None, config: dict | None = None, out: str | os.Path
         user = json.loads(json.dumps(dict(config or {}), default=str), parse_constant=str)
     except (TypeError, ValueError) as err:
         raise ValueError(f"config must be a dict with string keys: {err}") from None
+    size = len(json.dumps(user))
+    if size > CONFIG_BYTES:
+        raise ValueError(f"config holds {size:,} bytes as JSON, more than {CONFIG_BYTES:,}: it is for settings; keep "
+                         "data in files of your own")
     run_dir = RunDir.create(Path(out), stem, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c") else ""
     settings = {"source": SOURCE, "trainer": str(name), "config": user, "env": run_dir.name,
@@ -507,7 +512,7 @@ def init(name: str | None = None, config: dict | None = None, out: str | os.Path
     else:
         sink = Sink()
     run = Run(run_dir, sink, settings, f"{server}:{port}/env/{run_dir.name}", lock)
-    if sys.excepthook is not _note_failure:  # in front of the hook there is (a traceback prettifier's)
+    if _hook is None:  # once, in front of the hook there is then (a traceback prettifier's)
         _hook, sys.excepthook = sys.excepthook, _note_failure
     _open_runs[run] = None
     return run

@@ -46,7 +46,7 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-SMALL_FILE = 1 << 20  # the most of a config.json or status.json read (a few kilobytes each)
+SMALL_FILE = 16 << 20  # the most of a config.json or status.json read (a few kilobytes each; viz.init's at most 1 MiB)
 
 
 class NotSmallFile(ValueError):
@@ -255,7 +255,8 @@ class RunDir:
     def metric_lines(self) -> Iterator[tuple[int, int, dict | None, str]]:
         """Each line of metrics.jsonl: (line number, offset of its end, the record or None, why not).
 
-        A record is a JSON object with a whole-number ``step``. The last line is cut off
+        A record is a JSON object with a whole-number ``step``; a ``step`` or ``epoch``
+        record also has a whole-number ``epoch`` and a number ``train_loss``. The last line is cut off
         when it has no newline: its writer was killed in the middle of it.
         """
         if not self.metrics_file.is_file():
@@ -274,9 +275,9 @@ class RunDir:
                 except (ValueError, RecursionError):
                     yield number, end, None, "is not JSON"
                     continue
-                if not isinstance(record, dict) or not whole(record.get("step")) or (
+                if not isinstance(record, dict) or not is_whole(record.get("step")) or (
                         record.get("kind") in ("step", "epoch")
-                        and not (whole(record.get("epoch")) and number_or_none(record.get("train_loss")))):
+                        and not (is_whole(record.get("epoch")) and is_number(record.get("train_loss")))):
                     yield number, end, None, "is not a metrics record"
                     continue
                 yield number, end, record, ""
@@ -371,6 +372,9 @@ class RunDir:
         import torch
 
         file = file or self.checkpoint_file
+        if file.exists() and not file.is_file() and not file.is_dir():  # a FIFO or a device: never read
+            raise Damaged(file, "it is not a regular file",
+                          "restore it from a copy of the run folder, or train the run again")
         try:
             state = torch.load(file, map_location=device, weights_only=True)
         except (FileNotFoundError, PermissionError, IsADirectoryError):
@@ -392,6 +396,8 @@ class RunDir:
         """Why checkpoint.pt is not a whole file (looked at without torch); None when it is, or is absent."""
         if not self.checkpoint_file.exists():
             return None
+        if not self.checkpoint_file.is_file():  # a FIFO would block the reader, a device never end
+            return "checkpoint.pt is not a regular file"
         try:
             whole = zipfile.is_zipfile(self.checkpoint_file)  # torch.save writes a zip archive
         except OSError as err:
@@ -424,11 +430,11 @@ class RunDir:
             return False
 
 
-def whole(value) -> bool:
+def is_whole(value) -> bool:
     """Whether ``value`` is a whole number (not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def number_or_none(value) -> bool:
-    """Whether ``value`` is a number or None (a non-finite value as strict JSON writes it)."""
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+def is_number(value) -> bool:
+    """Whether ``value`` is a number (not a bool; nan and infinities included)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -28,7 +28,10 @@ from trainers.models.own import short_name
 # Settings that say where a run goes or how it is watched, not what it learns: never
 # searched, and not part of what makes two studies the same.
 PLUMBING = frozenset({"trainer", "data_dir", "device", "out", "viz", "server", "port", "env", "log_every",
-                      "images", "save_every", "keep_checkpoints", "resume", "fork", "from_epoch"})
+                      "images", "save_every", "resume"})
+# Settings of how a run starts or what it keeps, not what it learns: never searched either
+# (they stay part of a study's identity, as they always were).
+UNSEARCHABLE = PLUMBING | {"keep_checkpoints", "fork", "from_epoch"}
 # Settings every trial must share for their validation accuracies to be comparable.
 SHARED = frozenset({"dataset", "val_size", "test"})
 # How a sweep stops trials early (``trainers.sweeps.study.make_pruner``); the first is the default
@@ -72,8 +75,8 @@ def parse_params(specs: tuple[str, ...], config: type[TrainConfig], command: cli
         field = name.strip().lstrip("-").replace("-", "_")
         if not sep or not spec:
             raise UserError(f"--param {text!r} is not NAME=SPEC, like lr=0.01..0.3:log or hidden=100|200,200")
-        if field not in options or field in PLUMBING | SHARED:
-            searchable = ", ".join(sorted(n.replace("_", "-") for n in options if n not in PLUMBING | SHARED))
+        if field not in options or field in UNSEARCHABLE | SHARED:
+            searchable = ", ".join(sorted(n.replace("_", "-") for n in options if n not in UNSEARCHABLE | SHARED))
             raise UserError(f"--param {text}: {command.name} has no searchable option {name!r}; "
                             f"it can search: {searchable}")
         if field in params:
@@ -166,6 +169,6 @@ def differences(stored: dict, wanted: dict) -> list[str]:
         a, b = stored.get(section, {}), wanted.get(section, {})
         keys += [f"{'--param ' if section == 'params' else '--'}{k.replace('_', '-')}"
                  for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    keys += [f"--{k}" for k in sorted(set(stored) | set(wanted) - {"params", "fixed"})
+    keys += [f"--{k}" for k in sorted((set(stored) | set(wanted)) - {"params", "fixed"})
              if stored.get(k) != wanted.get(k)]
     return keys
