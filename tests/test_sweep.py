@@ -398,6 +398,15 @@ def test_a_studys_name_stays_what_it_was_so_the_same_command_continues_it():
     assert default_study_name(space("mlp", [], config, 16)) == "mlp-315e5e"
 
 
+def test_two_spaces_differ_in_the_options_that_differ_only():
+    from trainers.sweeps.space import differences
+
+    stored = {"trainer": "mlp", "params": {"lr": "0.1|0.2"}, "fixed": {"epochs": 3, "momentum": 0.9}, "trials": None}
+    wanted = {**stored, "fixed": {"epochs": 5, "momentum": 0.9}, "trials": 8}
+    assert differences(stored, wanted) == ["--epochs", "--trials"]
+    assert differences(stored, {**stored, "params": {"lr": "0.1|0.3"}}) == ["--param lr"]
+
+
 def test_a_study_name_reused_with_another_space_is_refused(idx_dir, tmp_path):
     out = tmp_path / "runs"
     first = CliRunner().invoke(cli, sweep_args(idx_dir, out, "--epochs", "1", "--param", "lr=0.1", "--study", "s"))
