@@ -485,14 +485,13 @@ def init(name: str | None = None, config: dict | None = None, out: str | os.Path
                          "(port= or $VISDOM_PORT gives the port)")
     port = int(port or os.environ.get("VISDOM_PORT") or PORT)
     try:
-        # strict JSON: what is not JSON is kept as its text, nan and inf as "NaN" and "Infinity"
-        user = json.loads(json.dumps(dict(config or {}), default=str), parse_constant=str)
+        given = json.dumps(dict(config or {}), default=str)  # what is not JSON is kept as its text
     except (TypeError, ValueError) as err:
         raise ValueError(f"config must be a dict with string keys: {err}") from None
-    size = len(json.dumps(user))
-    if size > CONFIG_BYTES:
-        raise ValueError(f"config holds {size:,} bytes as JSON, more than {CONFIG_BYTES:,}: it is for settings; keep "
-                         "data in files of your own")
+    if len(given) > CONFIG_BYTES:
+        raise ValueError(f"config holds {len(given):,} bytes as JSON, more than {CONFIG_BYTES:,}: it is for settings; "
+                         "keep data in files of your own")
+    user = json.loads(given, parse_constant=str)  # strict JSON: nan and inf as "NaN" and "Infinity"
     run_dir = RunDir.create(Path(out), stem, f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c") else ""
     settings = {"source": SOURCE, "trainer": str(name), "config": user, "env": run_dir.name,

@@ -135,7 +135,7 @@ def histograms(tensors: dict[str, torch.Tensor]) -> dict[str, tuple[list[float],
         if not len(values):
             continue
         low, high = values.min().item(), values.max().item()
-        if low == high:  # one value: a spike in the middle bin of a unit-wide range
+        if low == high:  # one value: a spike at it, in a unit-wide range centred on it
             low, high = low - 0.5, high + 0.5
         counts = torch.histc(values, BINS, low, high)
         width = (high - low) / BINS

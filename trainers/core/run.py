@@ -33,9 +33,19 @@ STATUS_BYTES = 4096
 CHECKPOINT_KEYS = {"model", "optimizer", "config", "progress", "generator"}
 
 
+def is_whole(value) -> bool:
+    """Whether a value read from a run folder is a whole number (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """Whether a value read from a run folder is a number (not a bool; nan and infinities included)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def process_alive(pid: int) -> bool:
     """Whether a process with this pid exists on this machine (a pid that is not a number: no)."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+    if not is_whole(pid) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
@@ -429,12 +439,3 @@ class RunDir:
         except OSError:
             return False
 
-
-def is_whole(value) -> bool:
-    """Whether ``value`` is a whole number (not a bool)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value) -> bool:
-    """Whether ``value`` is a number (not a bool; nan and infinities included)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

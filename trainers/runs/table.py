@@ -11,7 +11,7 @@ import re
 import socket
 from pathlib import Path
 
-from trainers.core.run import Damaged, RunDir, process_alive
+from trainers.core.run import Damaged, RunDir, is_number, is_whole, process_alive
 
 # The table's columns: (key, heading). Sorting by an accuracy puts the best first.
 COLUMNS = (("run", "run"), ("trainer", "trainer"), ("status", "status"), ("settings", "settings"),
@@ -35,7 +35,7 @@ def settings_text(config: dict) -> str:
         text = " ".join(f"{k}={v if isinstance(v, (int, float, str)) else json.dumps(v)}" for k, v in user.items())
         return text if len(text) <= 60 else text[:57] + "..."
     def g(value) -> str:  # a number as short as it goes; anything else (a damaged setting) as its text
-        return f"{value:g}" if _number(value) else f"{str(value):.20}"
+        return f"{value:g}" if is_number(value) else f"{str(value):.20}"
 
     parts = [f"lr={g(config.get('lr', 0))}", f"bs={config.get('batch_size')}"]
     if config.get("momentum"):
@@ -64,10 +64,6 @@ def status_of(run: RunDir) -> str:
     return status.get("status", "-")
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def record_problem(record) -> str | None:
     """Why an epoch or test record cannot be shown: a field of the wrong type; None when it can."""
     if not isinstance(record, dict):
@@ -75,7 +71,7 @@ def record_problem(record) -> str | None:
     if record.get("kind") == "epoch" and (isinstance(record.get("epoch"), bool) or not isinstance(record.get("epoch"), int)):
         return "is an epoch record without a whole-number epoch"
     for key, value in record.items():
-        if (key.endswith(("_acc", "_loss")) or key == "seconds") and not _number(value):
+        if (key.endswith(("_acc", "_loss")) or key == "seconds") and not is_number(value):
             return f"has {key} {value!r:.40}, not a number"
     return None
 
@@ -92,7 +88,7 @@ def evaluation_record(record: dict, epoch: int) -> dict | None:
     Held-out results logged at one step (val/acc, then test/acc) are one epoch: ``epoch_records``
     merges the records of a step.
     """
-    found = {column: record[name] for name, column in LOGGED_COLUMNS.items() if _number(record.get(name))}
+    found = {column: record[name] for name, column in LOGGED_COLUMNS.items() if is_number(record.get(name))}
     if not any(column.startswith(("val_", "test_")) for column in found):
         return None
     return {"kind": "epoch", "epoch": epoch, "step": record.get("step"), **found}
@@ -162,7 +158,7 @@ def lineage(config: dict, records: list[dict]) -> str | None:
     was changed from its dashboard has control records.
     """
     notes = []
-    if isinstance(config.get("fork_of"), str) and _number(config.get("fork_epoch")):
+    if isinstance(config.get("fork_of"), str) and is_number(config.get("fork_epoch")):
         notes.append(f"fork of {Path(config['fork_of']).name}@{config['fork_epoch']}")
     if any(r.get("kind") == "control" and r.get("action") == "lr" for r in records):
         notes.append("steered")
@@ -178,7 +174,7 @@ def summary(run: RunDir, root: Path) -> dict:
     planned = config.get("epochs")
     if config.get("source") == "viz.init":  # a user's loop: the epochs its own config plans, if it says
         user = config.get("config")
-        planned = user.get("epochs") if isinstance(user, dict) and _number(user.get("epochs")) else None
+        planned = user.get("epochs") if isinstance(user, dict) and is_number(user.get("epochs")) else None
     return {
         "run": str(run.path.relative_to(root)) if run.path != root else run.name,
         "trainer": shown_trainer(config.get("trainer", "?")),
@@ -250,7 +246,7 @@ def identical_curves(runs: list[RunDir]) -> list[list[str]]:
 def fork_epoch(config: dict, others: list[RunDir]) -> int:
     """The epoch a run forked from one of ``others`` at; 0 when it is no fork of theirs."""
     parent, epoch = config.get("fork_of"), config.get("fork_epoch")
-    if not (isinstance(parent, str) and isinstance(epoch, int) and not isinstance(epoch, bool)):
+    if not (isinstance(parent, str) and is_whole(epoch)):
         return 0
     parent_path = Path(parent).resolve()
     return int(epoch) if any(other.path.resolve() == parent_path for other in others) else 0

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import errno
 import dataclasses
+import errno
 import json
 import math
 from collections.abc import Callable
