@@ -19,9 +19,13 @@ replacing the whole window, for traces of 10, 150 and 300 points.
 Part 4, peers. One loop of this file's own (an MLP on Fashion-MNIST, 2 epochs) that logs
 its loss at every step: without logging, with ``viz`` (``run.log``, the dashboard live and
 everything delivered by ``finish``), TensorBoard's ``SummaryWriter.add_scalar``, trackio's
-``log`` and visdom's own ``line(update="append")``, in alternated rounds; the ratios
-divide each loop's wall time, median over the rounds, by the loop's without logging. A
-peer that is not installed (``pip install -e .[bench]``) is skipped with a line.
+``log`` and visdom's own ``line(update="append")``, in alternated rounds. Each peer's run
+sits between two runs of the loop without logging, and its ratio is its wall time over
+their mean: the machine's load drifts over seconds, and a 2-second loop moves by several
+points from one run to the next, so each run is compared with its neighbours; the figure
+is the median of those ratios over the rounds. Beside the wall time, the CPU time the
+loop cost this process's threads and the server's, whose ratios move less. A peer that
+is not installed (``pip install -e .[bench]``) is skipped with a line.
 
 Run: python tests/benchmarks/bench_viz.py [--part all|overhead|growth|requests|peers] [--repeats 3] [--long 100]
 [--data-dir DIR]
@@ -199,7 +203,7 @@ def peer_loop(data, log, epochs: int = 2, batch_size: int = 128) -> float:
     return time.perf_counter() - started
 
 
-def peers(repeats: int, port: int, tmp: Path, data_dir: str | None) -> None:
+def peers(repeats: int, port: int, server_pid: int, tmp: Path, data_dir: str | None) -> None:
     """Each peer's loop against the loop without logging, in alternated rounds."""
     import torch
 
@@ -208,12 +212,15 @@ def peers(repeats: int, port: int, tmp: Path, data_dir: str | None) -> None:
 
     data = load("fashion-mnist", Path(data_dir) if data_dir else None, torch.device("cpu"))
 
+    finishes: list[float] = []  # seconds of each trainviz run's ``finish``
+
     def trainviz() -> float:
         run = viz.init(name="peer", out=tmp / "peers", port=port, server=HOST)
         seconds = peer_loop(data, lambda step, loss: run.log({"train/loss": loss}, step=step))
         started = time.perf_counter()
         run.finish()
-        return seconds + time.perf_counter() - started
+        finishes.append(time.perf_counter() - started)
+        return seconds + finishes[-1]
 
     def tensorboard() -> float:
         from torch.utils.tensorboard import SummaryWriter
@@ -238,27 +245,69 @@ def peers(repeats: int, port: int, tmp: Path, data_dir: str | None) -> None:
 
     def visdom_append() -> float:
         vis = connect(HOST, port, "peer-append")
+        vis.delete_env("peer-append")  # every round appends to a window of its own, from nothing
         return peer_loop(data, lambda step, loss: vis.line(X=[step], Y=[loss.item()], win="loss", env="peer-append",
                                                             update="append"))
 
-    loops = {"no logging": lambda: peer_loop(data, lambda step, loss: None), "trainviz run.log": trainviz,
-             "TensorBoard add_scalar": tensorboard, "trackio log": trackio, "visdom line(append)": visdom_append}
+    loops = {"trainviz run.log": trainviz, "TensorBoard add_scalar": tensorboard, "trackio log": trackio,
+             "visdom line(append)": visdom_append}
     for name, module in (("TensorBoard add_scalar", "torch.utils.tensorboard"), ("trackio log", "trackio")):
         try:
             __import__(module)
         except ImportError as err:
             print(f"skipped {name}: {err} (pip install -e .[bench])")
             del loops[name]
-    print(f"\nPart 4: one MLP loop (2 epochs) logging its loss every step, medians of {repeats} alternated rounds")
-    seconds: dict[str, list[float]] = {name: [] for name in loops}
+    print(f"\nPart 4: one MLP loop (2 epochs) logging its loss every step, {repeats} alternated rounds, each "
+          "peer between two loops without logging")
+
+    def without() -> float:
+        return peer_loop(data, lambda step, loss: None)
+
+    def timed(loop) -> tuple[float, float]:
+        """The loop's wall seconds, and the CPU seconds it cost this process and the server together."""
+        cpu = cpu_seconds(os.getpid()) + cpu_seconds(server_pid)
+        wall = loop()
+        return wall, cpu_seconds(os.getpid()) + cpu_seconds(server_pid) - cpu
+
+    spent: dict[str, list[tuple[float, float]]] = {name: [] for name in loops}  # (wall, cpu) per round
+    ratios: dict[str, list[tuple[float, float]]] = {name: [] for name in loops}
+    bare = [timed(without)]
     for round_ in range(repeats):
-        order = list(loops) if round_ % 2 == 0 else list(loops)[::-1]
-        for name in order:
-            seconds[name].append(loops[name]())
-    base = statistics.median(seconds["no logging"])
-    print(f"{'loop':<24}{'wall s':>9}{'ratio':>9}")
-    for name, spent in seconds.items():
-        print(f"{name:<24}{statistics.median(spent):>9.2f}{statistics.median(spent) / base:>8.3f}x")
+        for name in list(loops) if round_ % 2 == 0 else list(loops)[::-1]:
+            spent[name].append(timed(loops[name]))
+            bare.append(timed(without))
+            ratios[name].append(tuple(run / ((before + after) / 2)
+                                      for run, before, after in zip(spent[name][-1], bare[-2], bare[-1])))
+
+    def medians(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+        return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+
+    print(f"{'loop':<24}{'wall s':>9}{'ratio':>9}{'CPU s':>9}{'ratio':>9}")
+    print(f"{'no logging':<24}{medians(bare)[0]:>9.2f}{1:>8.3f}x{medians(bare)[1]:>9.2f}{1:>8.3f}x")
+    for name in loops:
+        (wall, cpu), (wall_ratio, cpu_ratio) = medians(spent[name]), medians(ratios[name])
+        print(f"{name:<24}{wall:>9.2f}{wall_ratio:>8.3f}x{cpu:>9.2f}{cpu_ratio:>8.3f}x")
+    if "trainviz run.log" in loops:
+        print(f"trainviz: run.log {log_call_seconds(tmp) * 1e6:.1f} us a call (20,000 calls of a CPU tensor, "
+              f"the dashboard off, read-backs included); finish {statistics.median(finishes) * 1e3:.0f} ms "
+              "(median over the rounds)")
+    print("medians over the rounds; a ratio is the median over the rounds of a run's figure over the mean of the two "
+          "runs without logging on either side of it; CPU s: this process's threads and the server's")
+
+
+def log_call_seconds(tmp: Path, calls: int = 20_000) -> float:
+    """Mean seconds of one ``run.log`` call of a CPU tensor, its share of the read-backs and metrics.jsonl included."""
+    import torch
+
+    import viz
+
+    values = [torch.tensor(float(i)) for i in range(calls)]
+    run = viz.init(name="calls", out=tmp / "calls", dashboard=False)
+    started = time.perf_counter()
+    for step, value in enumerate(values):
+        run.log({"train/loss": value}, step=step)
+    run.finish()
+    return (time.perf_counter() - started) / calls
 
 
 @click.command()
@@ -280,8 +329,12 @@ def main(repeats: int, long: int, data_dir: str | None, part: str):
         if part in ("all", "requests"):
             requests_cost(tmp)
         if part in ("all", "peers"):
-            with local_server(tmp / "envs-peers") as port:
-                peers(repeats, port, tmp, data_dir)
+            port = free_port()
+            info = server.start(port=port, env_path=tmp / "envs-peers", echo=lambda line: None)
+            try:
+                peers(repeats, port, info.pid, tmp, data_dir)
+            finally:
+                server.stop(port)
 
 
 if __name__ == "__main__":
