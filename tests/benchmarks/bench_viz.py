@@ -81,11 +81,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def local_server(env_path: Path):
-    """A visdom server of its own on a free port for the ``with`` block, stopped after it: the port."""
+    """A visdom server of its own on a free port for the ``with`` block, stopped after it: its ``ServerInfo``."""
     port = free_port()
-    server.start(port=port, env_path=env_path, echo=lambda line: None)
+    info = server.start(port=port, env_path=env_path, echo=lambda line: None)
     try:
-        yield port
+        yield info
     finally:
         server.stop(port)
 
@@ -139,16 +139,13 @@ def growth(long: int, tmp: Path, data_dir: str | None) -> None:
     print(f"{'epochs':>7}{'server CPU s':>14}{'per epoch':>11}{'browser load s':>16}")
     per_epoch = {}
     for epochs in (10, long):
-        port = free_port()
-        info = server.start(port=port, env_path=tmp / f"envs-{epochs}", echo=lambda line: None)
-        try:
+        with local_server(tmp / f"envs-{epochs}") as info:
             before = cpu_seconds(info.pid)
-            train("scratch-softmax", epochs, True, port, tmp / f"growth-{epochs}", data_dir, env=f"growth-{epochs}")
+            train("scratch-softmax", epochs, True, info.port, tmp / f"growth-{epochs}", data_dir,
+                  env=f"growth-{epochs}")
             used = cpu_seconds(info.pid) - before
             per_epoch[epochs] = used / epochs
-            load = load_seconds(port, f"growth-{epochs}")
-        finally:
-            server.stop(port)
+            load = load_seconds(info.port, f"growth-{epochs}")
         print(f"{epochs:>7}{used:>14.3f}{per_epoch[epochs]:>11.4f}{load:>16.2f}")
     print(f"server CPU per epoch, {long} epochs over 10 epochs: {per_epoch[long] / per_epoch[10]:.2f}x")
 
@@ -157,10 +154,8 @@ def requests_cost(tmp: Path, requests: int = 30) -> None:
     """Server CPU of appending 50 points to two traces of a line window, against drawing the window whole."""
     print(f"\nPart 3: the server's CPU per request on a 3-trace line window (mean of {requests})")
     print(f"{'points a trace':>15}{'append 50 ms':>14}{'draw whole ms':>15}")
-    port = free_port()
-    info = server.start(port=port, env_path=tmp / "envs-requests", echo=lambda line: None)
-    try:
-        vis = connect(HOST, port, "requests")
+    with local_server(tmp / "envs-requests") as info:
+        vis = connect(HOST, info.port, "requests")
         for points in (10, 150, 300):
             x, y = list(range(points)), [1 / (i + 1) for i in range(points)]
             window = [("loss", x, y, "lines"), ("smoothed", x, y, "lines"), ("epoch mean", x[:10], y[:10], "markers")]
@@ -176,8 +171,6 @@ def requests_cost(tmp: Path, requests: int = 30) -> None:
                     send()
                     spent[kind] += cpu_seconds(info.pid) - before
             print(f"{points:>15}{spent['append'] / requests * 1000:>14.2f}{spent['draw'] / requests * 1000:>15.2f}")
-    finally:
-        server.stop(port)
 
 
 def peer_loop(data, log, epochs: int = 2, batch_size: int = 128) -> float:
@@ -283,7 +276,8 @@ def peers(repeats: int, port: int, server_pid: int, tmp: Path, data_dir: str | N
         return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
 
     print(f"{'loop':<24}{'wall s':>9}{'ratio':>9}{'CPU s':>9}{'ratio':>9}")
-    print(f"{'no logging':<24}{medians(bare)[0]:>9.2f}{1:>8.3f}x{medians(bare)[1]:>9.2f}{1:>8.3f}x")
+    wall, cpu = medians(bare)
+    print(f"{'no logging':<24}{wall:>9.2f}{1:>8.3f}x{cpu:>9.2f}{1:>8.3f}x")
     for name in loops:
         (wall, cpu), (wall_ratio, cpu_ratio) = medians(spent[name]), medians(ratios[name])
         print(f"{name:<24}{wall:>9.2f}{wall_ratio:>8.3f}x{cpu:>9.2f}{cpu_ratio:>8.3f}x")
@@ -322,19 +316,15 @@ def main(repeats: int, long: int, data_dir: str | None, part: str):
         tmp = Path(tmp_name)
         os.environ.setdefault("TRAINVIZ_CACHE", str(Path.home() / ".cache" / "trainviz"))
         if part in ("all", "overhead"):
-            with local_server(tmp / "envs") as port:
-                overhead(repeats, port, tmp, data_dir)
+            with local_server(tmp / "envs") as info:
+                overhead(repeats, info.port, tmp, data_dir)
         if part in ("all", "growth"):
             growth(long, tmp, data_dir)
         if part in ("all", "requests"):
             requests_cost(tmp)
         if part in ("all", "peers"):
-            port = free_port()
-            info = server.start(port=port, env_path=tmp / "envs-peers", echo=lambda line: None)
-            try:
-                peers(repeats, port, info.pid, tmp, data_dir)
-            finally:
-                server.stop(port)
+            with local_server(tmp / "envs-peers") as info:
+                peers(repeats, info.port, info.pid, tmp, data_dir)
 
 
 if __name__ == "__main__":
