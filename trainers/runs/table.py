@@ -68,7 +68,7 @@ def record_problem(record) -> str | None:
     """Why an epoch or test record cannot be shown: a field of the wrong type; None when it can."""
     if not isinstance(record, dict):
         return "is not a metrics record"
-    if record.get("kind") == "epoch" and (isinstance(record.get("epoch"), bool) or not isinstance(record.get("epoch"), int)):
+    if record.get("kind") == "epoch" and not is_whole(record.get("epoch")):
         return "is an epoch record without a whole-number epoch"
     for key, value in record.items():
         if (key.endswith(("_acc", "_loss")) or key == "seconds") and not is_number(value):
