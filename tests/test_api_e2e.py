@@ -8,6 +8,7 @@ checks the windows it drew. A notebook that uses the API runs in a real Jupyter 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -93,3 +94,25 @@ def test_a_notebook_shows_the_run_and_no_cell_blocks(visdom_port, tmp_path, monk
     window = window_data(visdom_port, run.name)[logged("loss")]
     (trace,) = window["content"]["data"]
     assert trace["name"] == "train" and trace["y"] == pytest.approx([1.0 / (s + 1) for s in range(20)])
+
+
+def test_nan_and_infinities_are_gaps_that_the_page_can_parse(visdom_port, tmp_path):  # noqa: F811
+    from visdom import Visdom
+
+    import viz
+
+    with viz.init(name="diverging", out=tmp_path / "runs", port=visdom_port) as run:
+        for step, loss in enumerate([1.0, float("nan"), 0.5, float("inf")]):
+            run.log({"train/loss": loss}, step=step)
+        run.plot("by_epoch", 1, {"train": float("-inf")})
+    vis = Visdom(server="http://localhost", port=visdom_port, use_incoming_socket=False, raise_exceptions=True)
+    stored = vis.get_window_data(env=run.env)
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON: the page's JSON.parse would fail on it")
+
+    windows = json.loads(stored, parse_constant=refuse)
+    (trace,) = windows[logged("loss")]["content"]["data"]
+    assert trace["y"] == [1.0, None, 0.5, None]
+    (point,) = windows[logged("by_epoch")]["content"]["data"]
+    assert point["y"] == [None]

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 from viz.dashboard.controls import MAX_RATE, PaneState, Request
-from viz.dashboard.sink import SCALES, RecordingSink, Sink, drawable
+from viz.dashboard.sink import MAX_IMAGES, MAX_PIXELS, SCALES, RecordingSink, Sink, drawable
 from viz.dashboard.windows import LOGGED_NAME, logged
 from viz.defaults import PORT, SERVER, server_problem
 
@@ -51,6 +51,7 @@ RESERVED = {"kind", "step"}  # the fields of a metrics.jsonl record, which no lo
 RESERVED_PLOT = RESERVED | {"window", "x"}  # and those of a plot's record
 ENDINGS = ("finished", "failed", "stopped")  # how ``finish`` may say a run ended
 CONFIG_BYTES = 1 << 20  # the most a config may hold, as JSON: settings, not data
+STRIDED = "strided"  # the layout of a dense tensor, as str(tensor.layout) ends
 
 
 class Run:
@@ -74,6 +75,8 @@ class Run:
         self._read_at = clock() + READ_EVERY
         self._step = -1  # the last step logged
         self._windows: dict[str, str] = {}  # logged name -> its window key
+        self._traces: dict[tuple[str, str], str] = {}  # (window key, trace) -> the logged name drawing it
+        self._kinds: dict[str, str] = {}  # window key -> what it shows: "line", "images", "text", "histogram"
         self._last: dict[str, float] = {}  # each name's latest value, for the dashboard's final word
         self._config_shown = False
         self._finished = False
@@ -86,37 +89,62 @@ class Run:
     # ------------------------------------------------------------ logging
 
     def log(self, values: dict, step: int | None = None) -> None:
-        """Add one point per name at ``step`` (default: the last step logged + 1).
+        """Add one point per name at ``step`` (default: the largest step logged so far + 1).
 
-        Values are numbers or one-element tensors; nothing is read back from a tensor here
-        (it is copied on its device, so a change to it after the call does not change the point).
+        Values are real numbers or one-element tensors of real numbers; nothing is read back
+        from a tensor here (it is copied on its device, so a change to it after the call does
+        not change the point). A step is a whole number within 64 bits.
         """
         self._check_open()
         if not values:
             return
-        if step is None:
-            step = self._step + 1
-        elif isinstance(step, bool) or not isinstance(step, int):
-            raise TypeError(f"step must be a whole number, not {step!r:.40}")
+        step = self._step + 1 if step is None else checked_step(step)
         kept = {}
         for name, value in values.items():
             if name not in self._windows:
                 if name in RESERVED:
                     raise ValueError(f"{name!r} names a field of the run's records; log it under another name")
-                self._windows[name] = window_of(name)
+                self._claim_trace(name)
             if hasattr(value, "detach"):
                 if value.numel() != 1:
                     raise ValueError(f"{name}: a logged tensor holds one number, not a tensor of shape "
                                      f"{tuple(value.shape)}")
+                if value.is_complex() or value.is_meta or not str(value.layout).endswith(STRIDED):
+                    raise TypeError(f"{name}: a logged tensor holds a real number in memory, not a "
+                                    f"{'complex' if value.is_complex() else 'meta' if value.is_meta else 'sparse'} one")
                 value = value.detach().clone()
             elif isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"{name}: a logged value is a number or a one-element tensor, not {value!r:.40}")
+            else:
+                try:
+                    float(value)
+                except OverflowError:
+                    raise ValueError(f"{name}: a whole number too large for a float") from None
             kept[name] = value
         self._step = max(self._step, step)
         self._held.append((step, kept))
         self._count += len(values)
         if self._count >= READ_AT_MOST or clock() >= self._read_at:
             self._read_back()
+
+    def _claim_trace(self, name: str) -> None:
+        """Give a newly logged name its window and trace, refusing one another name or pane has taken."""
+        key, trace = window_of(name), trace_of(name)
+        other = self._traces.get((key, trace))
+        if other is not None:
+            raise ValueError(f"{name!r} would draw trace {trace!r} of window {key.partition(':')[2]!r}, as "
+                             f"{other!r} does; log it under another name")
+        self._claim(key, "line")
+        self._traces[key, trace] = name
+        self._windows[name] = key
+
+    def _claim(self, key: str, kind: str) -> str:
+        """The window ``key`` for a pane of ``kind``, or a ValueError when it shows another kind already."""
+        shown = self._kinds.setdefault(key, kind)
+        if shown != kind:
+            raise ValueError(f"window {key.partition(':')[2]!r} shows {'lines' if shown == 'line' else shown} "
+                             f"already; give the {kind} another name")
+        return key
 
     def _read_back(self) -> None:
         """Turn the held values into numbers (one host sync per device), then record and draw them."""
@@ -152,7 +180,7 @@ class Run:
         self._read_back()  # what is held first: windows keep their first-use order
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
             raise TypeError(f"x must be a finite number, not {x!r:.40}")
-        win = window_name(name)
+        win = self._claim(window_name(name), "line")
         if RESERVED_PLOT & set(map(str, values)):
             raise ValueError(f"{sorted(RESERVED_PLOT & set(map(str, values)))[0]!r} names a field of the run's "
                              "records; name the trace otherwise")
@@ -187,12 +215,15 @@ class Run:
 
         self._before_pane()
         pixels = as_pixels(images)
+        if len(pixels) > MAX_IMAGES or pixels.shape[1] * pixels.shape[2] > MAX_PIXELS:
+            raise ValueError(f"a grid holds at most {MAX_IMAGES} images of at most {MAX_PIXELS:,} pixels each, "
+                             f"not {len(pixels)} of {pixels.shape[1]}x{pixels.shape[2]}")
         captions = list(captions) if captions is not None else [""] * len(pixels)
         marked = list(marked) if marked is not None else [False] * len(pixels)
         if not len(captions) == len(marked) == len(pixels):
             raise ValueError(f"{len(pixels)} images need as many captions and marks, not {len(captions)} and "
                              f"{len(marked)}")
-        self._sink.images(window_name(name), pixels, [str(c) for c in captions], marked)
+        self._sink.images(self._claim(window_name(name), "images"), pixels, [str(c) for c in captions], marked)
 
     def classification(self, logits, labels, images, classes: list[str] | tuple[str, ...] | None = None,
                        step: int | None = None, split: str = "test", samples: int = 32) -> None:
@@ -220,6 +251,8 @@ class Run:
             raise ValueError(f"classification needs one image per label ({len(pixels)} images, {len(labels)} labels) "
                              f"and labels from 0 to {len(classes) - 1}")
         confidence, predicted = logits.softmax(dim=1).max(dim=1)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ValueError(f"samples is how many images the grid shows, a whole number from 1, not {samples!r:.40}")
         shown = panes.sample_indices(len(labels), samples, seed=0)
         panes.classification(self._sink, labels, predicted, confidence, lambda index: pixels[index.numpy()],
                              classes, shown, f"Step {max(self._step, 0) if step is None else step}", split)
@@ -238,17 +271,21 @@ class Run:
         self._sink.templates("templates", images, captions, columns)
 
     def histogram(self, name: str, tensors) -> None:
-        """The distribution of a tensor's values, or of each tensor of a dict (one curve per name)."""
+        """The distribution of a tensor's values, or of each tensor of a dict (one curve per name).
+
+        NaN and infinities are left out; a tensor with no finite values gets no curve.
+        """
         from viz import panes
 
         self._before_pane()
         tensors = tensors if isinstance(tensors, dict) else {name: tensors}
-        self._sink.histogram(window_name(name), panes.histograms({str(k): v for k, v in tensors.items()}))
+        self._sink.histogram(self._claim(window_name(name), "histogram"),
+                             panes.histograms({str(k): v for k, v in tensors.items()}))
 
     def text(self, name: str, text: str) -> None:
         """A pane of plain text (never markup)."""
         self._before_pane()
-        self._sink.text(window_name(name), str(text))
+        self._sink.text(self._claim(window_name(name), "text"), str(text))
 
     # ------------------------------------------------------------ steering
 
@@ -386,6 +423,18 @@ class Run:
         if not self._config_shown:
             self._sink.config(self.shown_settings())
             self._config_shown = True
+
+
+STEP_RANGE = (-2**63, 2**63)  # what a step may be: an int64, as every tracker and torch's counters keep it
+
+
+def checked_step(step) -> int:
+    """A step given to ``log``, as an int: a whole number (numpy's too) within 64 bits."""
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+        raise TypeError(f"step must be a whole number within 64 bits, not {step!r:.40}")
+    if not STEP_RANGE[0] <= step < STEP_RANGE[1]:  # not shown: a huge int may have more digits than str() writes
+        raise TypeError(f"step must be a whole number within 64 bits, not one of {int(step).bit_length()} bits")
+    return int(step)
 
 
 def window_of(name) -> str:

@@ -16,6 +16,7 @@ import base64
 import importlib.abc
 import json
 import logging
+import math
 import os
 import struct
 import sys
@@ -69,6 +70,19 @@ EXPERIMENTS = hasattr(visdom.Visdom, "experiment")
 FINAL_STATUS = {"finished": "finished", "pruned": "failed", "diverged": "failed", "failed": "failed"}
 
 
+def gaps(values) -> list:
+    """A trace's values with NaN and infinities as None: a gap in the line.
+
+    JSON has no NaN: the server would store it and hand it to the browser as a bare
+    ``NaN``, which the page cannot parse, so the window would never draw again (visdom's
+    own ``line`` does the same with ``nan2none``).
+
+        >>> gaps([1.0, float("nan"), float("inf"), 2])
+        [1.0, None, None, 2]
+    """
+    return [v if v is None or math.isfinite(v) else None for v in values]
+
+
 class Client(visdom.Visdom):
     """A Visdom client whose requests time out and whose connection errors are raised, not printed."""
 
@@ -91,7 +105,7 @@ class Client(visdom.Visdom):
         visdom's ``line`` wants every trace to have the same x; these need not (the
         per-step loss and its epoch means). ``mode`` is "lines" or "markers".
         """
-        data = [{"x": x, "y": y, "name": name, "type": "scatter", "mode": mode, "marker": {"size": 6}}
+        data = [{"x": gaps(x), "y": gaps(y), "name": name, "type": "scatter", "mode": mode, "marker": {"size": 6}}
                 for name, x, y, mode in traces]
         return self._send({"data": data, "win": win, "eid": env, "layout": visdom._opts2layout(opts), "opts": opts})
 
@@ -105,7 +119,7 @@ class Client(visdom.Visdom):
         # visdom's append creates a missing window but not a missing environment; this does,
         # and does nothing to one that exists.
         self._handle_post(f"{self.server}:{self.port}{self.base_url}/env/{env}", data=json.dumps({"eid": env}))
-        trace = {"x": list(x), "y": list(y), "name": name, "type": "scatter", "mode": "lines"}
+        trace = {"x": gaps(x), "y": gaps(y), "name": name, "type": "scatter", "mode": "lines"}
         return self._send({"data": [trace], "win": win, "eid": env, "name": name, "append": True,
                            "layout": visdom._opts2layout(opts), "opts": opts}, endpoint="update")
 

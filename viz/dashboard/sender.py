@@ -75,7 +75,8 @@ class VisdomSink(Sink):
         if self.vis is None:
             self._stale = True
             print(f"warning: no visdom server answers at {server}:{port}; training goes on and the "
-                  f"dashboard fills in once one starts (trainviz server start --port {port})", file=sys.stderr)
+                  f"dashboard fills in once one starts (trainviz server start --port {port}), or later with "
+                  f"`trainviz replay {self.events_path.parent}`", file=sys.stderr)
         self._thread = threading.Thread(target=self._run, name="visdom-sender", daemon=True)
         self._thread.start()
 
@@ -104,7 +105,7 @@ class VisdomSink(Sink):
             self._wake.notify()
         self._thread.join(timeout)
         self._file.close()
-        if self._stale or self._thread.is_alive():
+        if (self._stale or self._thread.is_alive()) and self.vis is not None:  # else the first warning said it
             print(f"warning: the visdom server did not receive all of this run; "
                   f"`trainviz replay {self.events_path.parent}` rebuilds its dashboard", file=sys.stderr)
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from viz.dashboard.controls import CONTROLS, MAX_RATE, PaneState, Request
 from viz.dashboard.windows import WINDOWS, is_logged, known
+from viz.values import is_number, is_whole
 
 KINDS = {"scalars", "series", "images", "templates", "text", "table", "heatmap", "confusion", "bars", "histogram",
          "axes", "trials", "controls", "config", "outcome", "save"}
@@ -91,7 +92,9 @@ class Sink:
         self.emit({"kind": "bars", "win": win, "values": values, "names": names})
 
     def histogram(self, win: str, series: dict[str, tuple[list[float], list[float]]]) -> None:
-        """Distributions as (bin centres, densities), one curve per name."""
+        """Distributions as (bin centres, densities), one curve per name; none (no finite values): nothing drawn."""
+        if not series:
+            return
         self.emit({"kind": "histogram", "win": win,
                    "series": {name: {"centers": c, "density": d} for name, (c, d) in series.items()}})
 
@@ -228,12 +231,19 @@ def read_events(path: Path) -> tuple[list[dict], int]:
     return events, damaged
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)  # NaN included: plotly skips it
-
-
 def _numbers(value) -> bool:
-    return isinstance(value, list) and all(_number(v) or v is None for v in value)
+    return isinstance(value, list) and all(is_number(v) or v is None for v in value)
+
+
+def _reals(value) -> bool:
+    """A non-empty list of numbers, no gaps: what a bar chart draws."""
+    return isinstance(value, list) and bool(value) and all(map(is_number, value))
+
+
+def _counts(value) -> bool:
+    """A non-empty square of counts: what a confusion matrix draws."""
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(row, list) and len(row) == len(value) and all(is_whole(n) and n >= 0 for n in row) for row in value)
 
 
 def _strings(value) -> bool:
@@ -250,11 +260,11 @@ def _flags(value) -> bool:
 
 def _range(value) -> bool:
     return value is None or (isinstance(value, list) and len(value) == 2 and all(
-        _number(v) and math.isfinite(v) for v in value))
+        is_number(v) and math.isfinite(v) for v in value))
 
 
 def _optional_number(value) -> bool:
-    return value is None or _number(value)
+    return value is None or is_number(value)
 
 
 def _trial_row(row) -> bool:
@@ -265,18 +275,20 @@ def _trial_row(row) -> bool:
             isinstance(v, (str, int, float, bool)) or v is None for v in row["params"].values()) \
         and isinstance(row["state"], str) and _optional_number(row["value"]) and _optional_number(row["seconds"]) \
         and isinstance(row["epochs"], int) and (row["env"] is None or isinstance(row["env"], str)) \
-        and isinstance(row["curve"], list) and all(isinstance(p, list) and len(p) == 2 and all(map(_number, p))
+        and isinstance(row["curve"], list) and all(isinstance(p, list) and len(p) == 2 and all(map(is_number, p))
                                                   for p in row["curve"])
 
 
 def _matrix(value) -> bool:
-    return isinstance(value, list) and all(_numbers(row) for row in value)
+    return isinstance(value, list) and bool(value) and all(_numbers(row) and row for row in value)
 
 
 def _decodes(event: dict, key: str, dtype: str) -> bool:
     """Whether an event's base64 array holds exactly what its shape says."""
     shape = event.get("shape")
     if not (isinstance(shape, list) and len(shape) in (3, 4) and all(isinstance(n, int) and n > 0 for n in shape)):
+        return False
+    if shape[0] > MAX_IMAGES or shape[1] * shape[2] > MAX_PIXELS:  # a grid a small file asks gigabytes for
         return False
     if len(shape) == 4 and shape[3] != 3:  # grey, or RGB: nothing else is drawn
         return False
@@ -287,9 +299,13 @@ def _decodes(event: dict, key: str, dtype: str) -> bool:
     return size == math.prod(shape) * np.dtype(dtype).itemsize
 
 
+MAX_IMAGES = 1024  # images in one grid: each is drawn as a tile with its caption
+MAX_PIXELS = 4096 * 4096  # in one image
+
+
 # What each kind of event needs, field by field: the renderer draws only events that pass.
 _FIELDS = {
-    "scalars": {"x": _number, "values": lambda v: isinstance(v, dict) and all(map(_number, v.values()))},
+    "scalars": {"x": is_number, "values": lambda v: isinstance(v, dict) and all(map(is_number, v.values()))},
     "series": {"x": _numbers, "values": lambda v: isinstance(v, dict) and all(map(_numbers, v.values()))},
     "images": {"captions": _strings, "marked": _flags},
     "templates": {"captions": _strings, "dtype": lambda v: v in ("float16", "float32"),
@@ -297,16 +313,16 @@ _FIELDS = {
     "text": {},
     "table": {"caption": lambda v: isinstance(v, str), "headings": _strings, "marked": _flags,
               "rows": lambda v: isinstance(v, list) and all(isinstance(r, list) and all(
-                  isinstance(c, str) or _number(c) for c in r) for r in v)},
+                  isinstance(c, str) or is_number(c) for c in r) for r in v)},
     "heatmap": {"matrix": _matrix, "rows": _strings, "columns": _strings},
-    "confusion": {"counts": _matrix, "classes": _strings},
-    "bars": {"values": _numbers, "names": _strings},
+    "confusion": {"counts": _counts, "classes": _strings},
+    "bars": {"values": _reals, "names": _strings},
     "histogram": {"series": lambda v: isinstance(v, dict) and all(
         isinstance(s, dict) and _numbers(s.get("centers")) and _numbers(s.get("density")) for s in v.values())},
     "axes": {"xlabel": lambda v: isinstance(v, str), "ylabel": lambda v: isinstance(v, str), "xlim": _range,
              "ylim": _range, "xscale": lambda v: v in SCALES, "yscale": lambda v: v in SCALES},
     "trials": {"fields": _strings, "rows": lambda v: isinstance(v, list) and all(map(_trial_row, v))},
-    "controls": {"lr": lambda v: _number(v) and 0 <= v <= MAX_RATE, "paused": _flag, "note": lambda v: isinstance(v, str),
+    "controls": {"lr": lambda v: is_number(v) and 0 <= v <= MAX_RATE, "paused": _flag, "note": lambda v: isinstance(v, str),
                  "refresh": _flag, "fork": _flag, "prune": _flag},
     "config": {"settings": lambda v: isinstance(v, dict)},
     "outcome": {"status": lambda v: isinstance(v, str), "metrics": lambda v: isinstance(v, dict)},
