@@ -110,6 +110,15 @@ BAD_FILES = [
     ("badconfig.py", "from dataclasses import dataclass\nfrom trainers.core.config import TrainConfig\n"
                      "@dataclass(frozen=True)\nclass Config(TrainConfig):\n    sizes: list = None\n"
                      "def build(config, device):\n    pass\n", "Config.sizes is list"),
+    ("exits.py", "import sys\nsys.exit(0)\n", "fails to import: SystemExit: 0"),  # never trainviz's own exit
+    ("buildexits.py", "import sys\ndef build(config, device):\n    sys.exit(3)\n", "failed: SystemExit: 3"),
+    ("frozen.py", "import torch\nfrom torch import nn\ndef build(config, device):\n    model = nn.Sequential("
+                  "nn.Flatten(), nn.Linear(784, 10))\n    model.requires_grad_(False)\n    return model\n",
+     "cannot learn from a batch of training images: RuntimeError: element 0 of tensors does not require grad"),
+    ("clash.py", "from dataclasses import dataclass\nfrom torch import nn\nfrom trainers.core.config import TrainConfig\n"
+                 "@dataclass(frozen=True)\nclass Config(TrainConfig):\n    help: int = 3\n"
+                 "def build(config, device):\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n",
+     "Config.help takes the name of an option trainviz has already (--help)"),
 ]
 
 

@@ -379,6 +379,11 @@ def test_a_refit_stopped_midway_continues_from_its_checkpoint_with_the_same_comm
     (["--param", "lr=0.01..inf:log", "--trials", "1"], ["--lr", "not a finite number"]),
     (["--param", "lr=nan|0.1"], ["--lr", "not a finite number"]),
     (["--param", "hidden=100000000|10"], ["--hidden", "wider than 1,000,000"]),
+    (["--param", "lr=0.1..0.2:LOG", "--trials", "2"], ["a range ends in :log or :int", ":LOG"]),
+    (["--param", "batch-size=16..64", "--trials", "2"], ["--batch-size takes whole numbers", "16..64:int"]),
+    (["--param", "seed=1|99999999999999999999999"], ["--seed", "64 bits"]),  # its range, not only its type
+    (["--param", "lr=0.01..0.1", "--trials", "20000"], ["--trials 20,000", "10,000 trials"]),
+    (["--param", "lr=0.1|0.2", "--storage", "/dev/null"], ["--storage /dev/null", "not a regular file"]),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("--") else None)
 def test_bad_sweeps_exit_2_with_one_line_and_start_nothing(args, words, idx_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -387,6 +392,78 @@ def test_bad_sweeps_exit_2_with_one_line_and_start_nothing(args, words, idx_dir,
     assert_one_line_error(result, *words)
     assert "topsecret" not in result.output
     assert not list(out.glob("*/trial-*"))
+
+
+def test_a_range_may_start_at_a_decimal_point():
+    from trainers.catalog import TRAINERS
+    from trainers.sweeps.space import parse_params
+
+    ctx = cli.commands["sweep"].commands["mlp"].make_context("mlp", ["--param", "lr=.001..0.1"])
+    (param,) = parse_params(ctx.params["specs"], TRAINERS["mlp"].config, ctx.command, ctx)
+    assert (param.low, param.high, param.log) == (0.001, 0.1, False)
+
+
+def test_a_file_of_ones_own_is_never_taken_for_a_journal(idx_dir, tmp_path):
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"a": 1}')  # one line, no newline: not a half-written Optuna operation
+    result = CliRunner().invoke(cli, [*sweep_args(idx_dir, tmp_path / "runs"), "--param", "lr=0.1|0.2",
+                                      "--storage", str(notes)])
+    assert_one_line_error(result, f"--storage {notes} is not an Optuna journal")
+    assert notes.read_text() == '{"a": 1}' and not list(tmp_path.glob("notes.json?*"))  # untouched, nothing cut
+
+
+def sweep_plan(idx_dir: Path, out: Path, *args: str):
+    """The Sweep that ``trainviz sweep mlp ARGS`` would run, and the module that runs it."""
+    from trainers.catalog import TRAINERS
+    from trainers.sweeps import study as sweep
+    from trainers.sweeps.space import parse_params
+
+    ctx = cli.commands["sweep"].commands["mlp"].make_context("mlp", sweep_args(idx_dir, out, *args)[2:])
+    searched = ("specs", "sampler", "trials", "prune", "pruner", "refit", "study", "storage", "jobs", "heartbeat")
+    options = {k: v for k, v in ctx.params.items() if k not in searched}
+    params = parse_params(ctx.params["specs"], TRAINERS["mlp"].config, ctx.command, ctx)
+    config = TRAINERS["mlp"].config(trainer="mlp", **{**options, "test": False}).to_dict()
+    return sweep.plan("mlp", config, params, study=ctx.params["study"], storage=None, sampler=None,
+                      trials=ctx.params["trials"], prune=None, jobs=1, heartbeat=10), sweep
+
+
+def test_ctrl_c_while_a_study_is_queued_waits_until_it_is_whole(idx_dir, tmp_path, monkeypatch):
+    import optuna
+
+    plan, sweep = sweep_plan(idx_dir, tmp_path / "runs", "--param", "lr=0.01..0.1", "--trials", "20",
+                             "--study", "held")
+    queued = optuna.Study.enqueue_trial
+
+    def enqueue_and_interrupt(study, *args, **kwargs):
+        queued(study, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C after each trial queued
+
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", enqueue_and_interrupt)
+    storage = sweep.open_storage(plan)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.open_study(plan, storage)
+    monkeypatch.undo()
+    study = optuna.load_study(study_name="held", storage=storage)
+    assert len(study.get_trials()) == 20 and study.user_attrs["trainviz"] == plan.space  # whole: it continues
+
+
+def test_a_study_whose_maker_died_while_queueing_is_refused_in_one_line(idx_dir, tmp_path):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from trainers.sweeps.study import HOST
+
+    journal = tmp_path / "journal.log"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid no process has now
+    study = optuna.create_study(study_name="half", storage=JournalStorage(JournalFileBackend(str(journal))))
+    study.set_user_attr("setting_up", {"host": HOST, "pid": gone.pid})
+    study.enqueue_trial({})
+    result = CliRunner().invoke(cli, [*sweep_args(idx_dir, tmp_path / "runs"), "--param", "lr=0.01..0.1",
+                                      "--trials", "4", "--study", "half", "--storage", str(journal)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: study half was left half made")
 
 
 def test_a_studys_name_stays_what_it_was_so_the_same_command_continues_it():

@@ -84,6 +84,16 @@ def trainer_command(trainer: Trainer) -> click.Command:
 
     for option in force:
         command = option(command)
+    return without_clashes(command, trainer)
+
+
+def without_clashes(command: click.Command, trainer: Trainer) -> click.Command:
+    """``command``, or a UserError when a setting a model file adds takes a name the command has already."""
+    names = [param.name for param in command.params]
+    clashes = sorted({name for name in names if names.count(name) > 1} | ({"ctx", "help"} & set(names)))
+    if clashes:
+        raise UserError(f"{trainer.name}: Config.{clashes[0]} takes the name of an option trainviz has already "
+                        f"(--{clashes[0].replace('_', '-')}); name the setting otherwise")
     return command
 
 
@@ -209,7 +219,7 @@ def sweep_command(trainer: Trainer) -> click.Command:
                              trials=trials, prune=prune, pruner=pruner, jobs=jobs, heartbeat=heartbeat,
                              refit=refit))
 
-    return command
+    return without_clashes(command, trainer)
 
 
 for _trainer in TRAINERS.values():

@@ -507,7 +507,7 @@ def own_parts(trainer, config: TrainConfig, device: torch.device) -> Parts:
         made = trainer.build()(config, device)
     except (MemoryError, torch.OutOfMemoryError) as err:
         raise UserError(f"{trainer.name}: the model cannot be allocated on {device.type}: {first_line(err)}") from None
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # SystemExit: a sys.exit() in the file is its failure, not trainviz's exit
         raise UserError(f"{trainer.name}: {trainer.function}(config, device) failed: {last_line(err)}") from None
     if isinstance(made, (tuple, list)) and len(made) == 3:
         made = Parts(*made)
@@ -541,7 +541,7 @@ def own_optimizer(parts: Parts, trainer, config: TrainConfig) -> Parts:
 
 def check_output(parts: Parts, data: Data, name: str) -> None:
     """Refuse a model whose logits for a batch of training images are not (batch, classes): before any step."""
-    images, _ = next(data.train.batches(2))
+    images, labels = next(data.train.batches(2))
     parts.model.eval()
     try:
         with torch.no_grad():
@@ -556,6 +556,30 @@ def check_output(parts: Parts, data: Data, name: str) -> None:
     if shape != wanted:
         raise UserError(f"{name}: the model's output for training images of shape {tuple(images.shape)} is "
                         f"{shape}, not {wanted}: a row of {wanted[1]} logits per image")
+    if name not in TRAINERS:
+        check_gradients(parts, images, labels, name)
+
+
+def check_gradients(parts: Parts, images: torch.Tensor, labels: torch.Tensor, name: str) -> None:
+    """Refuse a model of one's own whose loss gives no gradients, before any step (and leave none behind).
+
+    In evaluation mode, as the output's check: no dropout draws, no batch statistics
+    updated, so the run trains as it would without the check.
+    """
+    parts.model.eval()
+    try:
+        loss = parts.loss(parts.model(images), labels)
+        if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
+            raise UserError(f"{name}: the loss gives {type(loss).__name__}"
+                            f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}, not one number")
+        loss.backward()
+    except UserError:
+        raise
+    except Exception as err:
+        raise UserError(f"{name}: the model cannot learn from a batch of training images: {last_line(err)}") from None
+    finally:
+        parts.model.train()
+        parts.optimizer.zero_grad(set_to_none=True)
 
 
 def new_run(config: TrainConfig, labels: dict | None = None) -> RunDir:

@@ -100,9 +100,9 @@ def _import_file(path: Path):
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except BaseException as err:  # SyntaxError, ImportError, or anything the file's own code raises
+    except BaseException as err:  # SyntaxError, ImportError, sys.exit(), or anything the file's own code raises
         del sys.modules[name]
-        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+        if isinstance(err, KeyboardInterrupt):
             raise
         raise UserError(f"{path} fails to import: {last_line(err)}") from None
     return module
@@ -116,7 +116,7 @@ def _import_module(name: str, spec: str):
             raise UserError(f"{spec}: no module named {err.name}; give PATH.py or an importable module:function") \
                 from None
         raise UserError(f"{spec} fails to import: {last_line(err)}") from None
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise UserError(f"{spec} fails to import: {last_line(err)}") from None
 
 

@@ -38,7 +38,8 @@ SHARED = frozenset({"dataset", "val_size", "test"})
 # for random and TPE searches, and a grid runs every point to the end unless told otherwise.
 PRUNERS = ("halfway", "median", "none")
 
-RANGE = re.compile(r"(?P<lo>[^.:]+(?:\.[^.:]+)?)\.\.(?P<hi>[^:]+)(?::(?P<scale>log|int))?")
+RANGE = re.compile(r"(?P<lo>[^.:]*\.?[^.:]+)\.\.(?P<hi>[^:]+)(?::(?P<scale>[^:]*))?")
+SCALES = ("log", "int")  # what may follow a range's colon
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ def parse_params(specs: tuple[str, ...], config: type[TrainConfig], command: cli
 def _parse_spec(field: str, spec: str, option: click.Option, ctx: click.Context, text: str) -> Param:
     def check(value: str):
         try:
-            return option.type.convert(value, option, ctx)
+            converted = option.type.convert(value, option, ctx)
+            return option.callback(ctx, option, converted) if option.callback else converted  # --seed's range
         except click.BadParameter as err:
             raise UserError(f"--param {text}: {err.format_message()}") from None
 
@@ -100,10 +102,14 @@ def _parse_spec(field: str, spec: str, option: click.Option, ctx: click.Context,
         for choice in choices:
             check(choice)
         return Param(field, spec, choices=choices)
+    if match["scale"] is not None and match["scale"] not in SCALES:
+        raise UserError(f"--param {text}: a range ends in :log or :int, not :{match['scale']}")
     low, high = check(match["lo"]), check(match["hi"])
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
         raise UserError(f"--param {text}: {option.opts[0]} is not a number; give choices like a|b|c")
     integer, log = match["scale"] == "int", match["scale"] == "log"
+    if isinstance(low, int) and isinstance(high, int) and not integer:  # an option of whole numbers
+        raise UserError(f"--param {text}: {option.opts[0]} takes whole numbers; write {match['lo']}..{match['hi']}:int")
     if integer and not all(float(v).is_integer() for v in (low, high)):
         raise UserError(f"--param {text}: an :int range needs whole-number bounds")
     if not low < high:

@@ -61,6 +61,7 @@ HOST = socket.gethostname()
 # What one worker process takes: torch, the data set on the device, one model (measured
 # about 650 MB with Fashion-MNIST on the CPU); --jobs is capped at what memory holds.
 WORKER_MEMORY = 700 * 2**20
+MAX_TRIALS = 10_000  # trials a study may queue: about half a minute of queueing on a journal file
 TEST_WAIT = 300  # seconds to wait for another process measuring the chosen trial's test accuracy
 
 
@@ -152,10 +153,13 @@ def check_journal(path: Path) -> None:
     refused with what to do.
 
     Raises:
-        UserError: a line before the last is damaged.
+        UserError: a line before the last is damaged, or the file is not a journal (not a
+            regular file, or a line that is no Optuna operation: a file of one's own).
     """
     from optuna.storages.journal import JournalFileSymlinkLock
 
+    if path.exists() and not path.is_file():  # a FIFO or a device would block or fill the reader
+        raise UserError(f"--storage {path} is not a regular file: give a journal file's path (or a database URL)")
     if not _journal_damage(path):
         return
     lock = JournalFileSymlinkLock(str(path))
@@ -165,6 +169,9 @@ def check_journal(path: Path) -> None:
         if not damage:
             return
         number, start, last = damage
+        if number == 1 and not _journal_line(path, start):  # a file of one's own, never a journal
+            raise UserError(f"--storage {path} is not an Optuna journal (line {number} is not one of its operations): "
+                            "give another path, or a database URL")
         if not last:
             raise UserError(f"the journal {path} is damaged at line {number} (not a whole JSON line), so Optuna "
                             "cannot read the study; restore it from a copy, or move it aside to start the study "
@@ -189,13 +196,28 @@ def _journal_damage(path: Path) -> tuple[int, int, bool] | None:
         lines = f.readlines()
     for number, line in enumerate(lines, 1):
         try:
-            whole = line.endswith(b"\n") and isinstance(json.loads(line), dict)
+            whole = line.endswith(b"\n") and "op_code" in _as_dict(json.loads(line))
         except (ValueError, RecursionError):
             whole = False
         if not whole:
             return number, offset, number == len(lines)
         offset += len(line)
     return None
+
+
+def _as_dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+JOURNAL_LINE = b'{"op_code":'  # how Optuna starts every line of a journal file
+
+
+def _journal_line(path: Path, offset: int) -> bool:
+    """Whether the line at ``offset`` is an Optuna operation, whole or its first bytes (a half-written one)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        start = f.read(len(JOURNAL_LINE))
+    return JOURNAL_LINE.startswith(start) or start.startswith(JOURNAL_LINE)
 
 
 def _engine_options(url: str) -> dict:
@@ -220,20 +242,43 @@ def open_study(sweep: Sweep, storage) -> optuna.Study:
                             "pick another --study") from None
         return study
     # Queue every trial before the space is recorded: a worker that sees the space sees them all.
+    # Ctrl-C and SIGTERM wait until then (seconds at most), so a study is never left half made.
+    study.set_user_attr("setting_up", {"host": HOST, "pid": os.getpid()})
     points = grid_points(list(sweep.params)) if sweep.sampler == "grid" else [{}] * sweep.trials
-    for point in points:
-        study.enqueue_trial(point)
-    study.set_user_attr("trainviz", sweep.space)
-    study.set_user_attr("storage", masked(sweep.storage))
+    with signals_held():
+        for point in points:
+            study.enqueue_trial(point)
+        study.set_user_attr("trainviz", sweep.space)
+        study.set_user_attr("storage", masked(sweep.storage))
     return study
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Ctrl-C and SIGTERM wait until the block ends, then do what they would have done (main thread only)."""
+    caught: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: caught.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def _wait_for_space(study: optuna.Study, timeout: float = 30) -> dict:
     """The space recorded by the study's creator, which may be queueing its trials right now."""
     deadline = time.monotonic() + timeout
     while "trainviz" not in study.user_attrs:
-        if time.monotonic() > deadline:
-            raise UserError(f"study {study.study_name} was not made by trainviz sweep; pick another --study")
+        maker = study.user_attrs.get("setting_up")  # who is queueing them: absent for a moment after creation
+        gone = isinstance(maker, dict) and maker.get("host") == HOST and not process_alive(maker.get("pid"))
+        if gone or time.monotonic() > deadline:
+            if not maker:
+                raise UserError(f"study {study.study_name} was not made by trainviz sweep; pick another --study")
+            raise UserError(f"study {study.study_name} was left half made (the sweep that created it stopped while "
+                            "queueing its trials); pick another --study, or remove its storage to start it again")
         time.sleep(0.2)
     return study.user_attrs["trainviz"]
 
@@ -911,13 +956,16 @@ def plan(trainer: str, config: dict, params: list[Param], *, study: str | None, 
     if sampler == "grid":
         if not is_grid(params):
             raise UserError("--sampler grid needs every --param to be a list of choices (a|b|c)")
-        total = len(grid_points(params))
+        total = math.prod(len(p.choices) for p in params)
         if trials is not None and trials != total:
             raise UserError(f"the grid has {total} points; leave out --trials (or give --trials {total})")
     elif trials is None:
         raise UserError(f"--sampler {sampler} needs --trials N: the number of trials over all workers")
     else:
         total = trials
+    if total > MAX_TRIALS:
+        what = f"the grid has {total:,} points," if sampler == "grid" else f"--trials {total:,} is"
+        raise UserError(f"{what} more than the {MAX_TRIALS:,} trials a study may queue: search a smaller space")
     pruner = chosen_pruner(sampler, prune, pruner)
     jobs = capped_jobs(jobs, total, available_memory())
     the_space = {**space(trainer, params, config, total), "sampler": sampler, "pruner": pruner}
