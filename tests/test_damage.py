@@ -8,6 +8,7 @@ injected into the dashboard.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -95,6 +96,28 @@ def damage_line(number: int):
     return damage
 
 
+def state_changed(**changes):
+    """Change the checkpoint's entries: to a value, or to what a function of the torch module makes."""
+    def damage(run: Path) -> None:
+        import torch
+
+        state = torch.load(run / "checkpoint.pt", weights_only=True)
+        made = {key: value(torch) if callable(value) else value for key, value in changes.items()}
+        torch.save({**state, **made}, run / "checkpoint.pt")
+    return damage
+
+
+def replaced(name: str, make):
+    """Put what ``make(path)`` makes where the run's file ``name`` was."""
+    def damage(run: Path) -> None:
+        (run / name).unlink(missing_ok=True)
+        make(run / name)
+    return damage
+
+
+BIG = "1" + "0" * 400  # a whole number JSON holds and no float does
+
+
 def first_save_killed(run: Path) -> None:
     (run / "checkpoint.pt").rename(run / ".checkpoint.pt.x1y2z3.partial")
 
@@ -148,6 +171,29 @@ DAMAGED = {
         ["nn-softmax", "--fork", "{run}", "--from-epoch", "1", "--no-viz", "--out", "{run}/forks"],
         ["epoch-0001.pt is damaged", "not a regular file"]),
     "first save killed": (first_save_killed, RESUME, ["no checkpoint yet", "killed while writing", ".partial"]),
+    # a resume cuts metrics.jsonl in place: never a file elsewhere, never a file that is no run's
+    "metrics.jsonl a link": (lambda run: ((run / "notes.txt").write_text("mine\n"),
+                                          replaced("metrics.jsonl", lambda p: p.symlink_to(run / "notes.txt"))(run)),
+                             RESUME, ["metrics.jsonl is damaged", "symbolic link"]),
+    "metrics.jsonl all garbage": (write("metrics.jsonl", "garbage\nmore garbage\n"), RESUME,
+                                  ["metrics.jsonl is damaged", "holds no record up to the checkpoint's step"]),
+    ".lock a FIFO": (replaced(".lock", os.mkfifo), RESUME, ["cannot write in", ".lock is a symbolic link or a FIFO"]),
+    ".lock a link": (replaced(".lock", lambda p: p.symlink_to(p.parent / "made-by-the-lock")), RESUME,
+                     ["cannot write in", ".lock is a symbolic link"]),
+    "fork of a kept checkpoint that is a folder": (
+        replaced("checkpoints/epoch-0001.pt", Path.mkdir),
+        ["nn-softmax", "--fork", "{run}", "--from-epoch", "1", "--no-viz", "--out", "{run}/forks"],
+        ["epoch-0001.pt is damaged", "not a regular file"]),
+    "checkpoint without optimizer state": (state_changed(optimizer={}), RESUME,
+                                           ["checkpoint.pt is damaged", "training state cannot be restored"]),
+    "checkpoint with a float generator": (state_changed(generator=lambda torch: torch.zeros(3)), RESUME,
+                                          ["checkpoint.pt is damaged", "training state cannot be restored"]),
+    "config.json lr too large for a float": (write("config.json", '{"trainer": "nn-softmax", "lr": ' + BIG + "}"),
+                                             RESUME, ["config.json is damaged", "lr is 1000"]),
+    "fork of a kept checkpoint that links to nothing": (
+        replaced("checkpoints/epoch-0001.pt", lambda p: p.symlink_to(p.parent / "gone.pt")),
+        ["nn-softmax", "--fork", "{run}", "--from-epoch", "1", "--no-viz", "--out", "{run}/forks"],
+        ["epoch-0001.pt is damaged", "symbolic link to no file"]),
     "finished, no --epochs": (lambda run: None, ["nn-softmax", "--resume", "{run}", "--no-viz"],
                               ["has trained all its 2 epochs", "--epochs N above 2"]),
     "finished, --epochs not above": (lambda run: None, ["nn-softmax", "--resume", "{run}", "--no-viz", "--epochs", "2"],
@@ -200,6 +246,9 @@ def test_runs_lists_damaged_runs_with_the_reason_and_goes_on(finished, tmp_path)
         "checkpoint-cut": cut("checkpoint.pt", 0.3),
         "val-acc-word": lambda run: open(run / "metrics.jsonl", "a").write(
             '{"kind": "epoch", "epoch": 3, "step": 9, "val_acc": "high"}\n'),
+        "test-acc-huge": lambda run: open(run / "metrics.jsonl", "a").write(
+            '{"kind": "test", "step": 9, "test_acc": ' + BIG + "}\n"),
+        "config-trainer-escapes": write("config.json", json.dumps({"trainer": "x\x1b]0;pwned\x07\nfake-run  mlp"})),
     }
     for name, damage in damages.items():
         damage(Path(shutil.copytree(finished, root / name)))
@@ -230,6 +279,8 @@ def test_runs_lists_damaged_runs_with_the_reason_and_goes_on(finished, tmp_path)
         "config-own-dropout-word": None,  # an own model's settings are its own: shown as they are
         "checkpoint-cut": "checkpoint.pt is not a whole checkpoint (empty or cut short)",
         "val-acc-word": f"metrics.jsonl line {next_line} has val_acc 'high', not a number",
+        "test-acc-huge": f"metrics.jsonl line {next_line} has test_acc {BIG[:40]}, not a number",
+        "config-trainer-escapes": None,
         "sound": None,
     }, reasons
     assert {name for name, row in rows.items() if row["status"] == "damaged"} == {
@@ -245,6 +296,46 @@ def test_runs_lists_damaged_runs_with_the_reason_and_goes_on(finished, tmp_path)
     lines = table.output.splitlines()
     assert len(lines) == 1 + len(rows) + sum(map(bool, reasons.values()))  # heading, a row each, a line per damaged run
     assert "damaged: config-list: config.json: it holds a JSON array" in table.output
+    assert "\x1b" not in table.output and "x\\x1b]0;pwned\\x07\\nfake-run" in table.output  # written out, not acted on
+
+
+def test_runs_are_found_below_folders_nested_deeper_than_python_recurses(finished, tmp_path):
+    from trainers.runs.table import find_runs
+
+    root = tmp_path / "runs"
+    (root / Path(*["d"] * 300)).mkdir(parents=True)
+    shutil.copytree(finished, root / "sound")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(200)  # deeper folders than Python recurses; fewer than pytest's clean-up, which recurses
+    try:
+        found = find_runs(root)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert [run.path for run in found] == [root / "sound"]
+
+
+def test_a_forks_parent_named_with_a_nul_is_no_parent():
+    from trainers.runs.table import fork_epoch
+
+    assert fork_epoch({"fork_of": "runs/a\0b", "fork_epoch": 1}, []) == 0
+
+
+def test_only_ascii_digits_name_a_kept_epoch(run_copy):
+    run = RunDir(run_copy)
+    kept = run.kept_epochs()
+    for name in ("epoch-\u00b2.pt", "epoch-\u0663.pt"):  # a superscript two, an Arabic-Indic three
+        (run.epochs_dir / name).touch()
+    assert run.kept_epochs() == kept and kept
+
+
+def test_a_status_json_that_links_elsewhere_is_replaced_not_written_through(run_copy, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"x" * 4096)  # as long as a status.json: the in-place rewrite would fit it
+    (run_copy / "status.json").unlink()
+    (run_copy / "status.json").symlink_to(outside)
+    RunDir(run_copy).write_status("finished")
+    assert outside.read_bytes() == b"x" * 4096
+    assert not (run_copy / "status.json").is_symlink() and RunDir(run_copy).read_status()["status"] == "finished"
 
 
 def test_a_damaged_last_metrics_line_is_no_loss_resume_continues_from_the_checkpoint(finished, tmp_path, idx_dir):
@@ -645,6 +736,15 @@ def test_events_the_renderer_cannot_draw_are_skipped_and_counted(tmp_path):
         {"kind": "confusion", "win": "confusion", "counts": [[1, 0]], "classes": ["a", "b"]},
         {"kind": "bars", "win": "class_acc", "values": [1.0], "names": ["a", "b"]},
         {"kind": "histogram", "win": "weights", "series": {}},
+        {"kind": "confusion", "win": "confusion", "counts": [], "classes": []},
+        {"kind": "confusion", "win": "confusion", "counts": [[None, 0], [0, 1]], "classes": ["a", "b"]},
+        {"kind": "confusion", "win": "confusion", "counts": [[10**400, 0], [0, 1]], "classes": ["a", "b"]},
+        {"kind": "bars", "win": "class_acc", "values": [None], "names": ["a"]},
+        {"kind": "heatmap", "win": "log:h", "matrix": [], "rows": [], "columns": []},
+        {"kind": "axes", "win": "log:loss", "xlabel": "", "ylabel": "", "xlim": [0, 10**400], "ylim": None,
+         "xscale": "linear", "yscale": "linear"},
+        {**good[2], "shape": [100_000, 1, 1], "pixels": base64.b64encode(bytes(100_000)).decode(),
+         "captions": [""] * 100_000, "marked": [False] * 100_000},  # a small line asking gigabytes of tiles
         {"kind": "config", "win": "config", "settings": [1]},
         {"kind": "exec", "win": "loss"},
         {"kind": ["scalars"], "win": "loss"},
@@ -657,6 +757,17 @@ def test_events_the_renderer_cannot_draw_are_skipped_and_counted(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(OSError, match="not a regular file"):  # a reader of it would wait for a writer forever
         read_events(fifo)
+
+
+def test_a_logged_windows_name_is_escaped_in_a_figures_title():
+    from unittest.mock import MagicMock
+
+    from viz.dashboard.render import send_figure
+
+    vis = MagicMock()
+    send_figure(vis, "env", "log:<a href='x'>click</a>", {"data": [], "layout": {}})
+    sent = vis._send.call_args.args[0]
+    assert sent["opts"]["title"] == sent["layout"]["title"]["text"] == "&lt;a href='x'&gt;click&lt;/a&gt;"
 
 
 # ---------------------------------------------------------------- a hostile events file, in a real browser

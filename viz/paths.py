@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -56,7 +57,17 @@ def try_lock(lock_file: Path, wait: float = 0.0) -> IO | None:
     Waits up to ``wait`` seconds for the lock. Closing the handle releases the lock, and
     so does the process's death: a killed holder never leaves it held.
     """
-    handle = open(lock_file, "a")
+    try:  # never a link's target, and never waiting on a FIFO for a reader
+        fd = os.open(lock_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENXIO):
+            raise OSError(err.errno, f"{lock_file.name} is a symbolic link or a FIFO, not a lock file", str(lock_file)) \
+                from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{lock_file.name} is not a regular file", str(lock_file))
+    handle = open(fd, "a")
     deadline = time.monotonic() + wait
     while True:
         try:

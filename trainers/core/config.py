@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from viz.defaults import PORT, SERVER
+from viz.values import is_number
 
 # Epoch checkpoints a run keeps for forks (RUN_DIR/checkpoints/epoch-NNNN.pt) besides checkpoint.pt:
 # the last few saved; --keep-checkpoints keeps every one. The newest is a hard link to checkpoint.pt.
@@ -79,7 +80,7 @@ def json_kind(value) -> str:
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return is_number(value) and math.isfinite(value)
 
 
 # Each field's annotation (a string: annotations are postponed) -> what a saved value must be, and its name.

@@ -23,6 +23,7 @@ from trainers.core.config import KEEP_EPOCHS, TrainConfig, json_kind, settings_p
 from trainers.core.errors import UserError
 from trainers.options import ENV_NAME
 from viz.paths import append_whole, atomic_path, no_space, try_lock
+from viz.values import is_number, is_whole
 
 # What status.json can say. A run writes "running" when it starts and one of the others
 # when it ends; a run killed outright leaves "running", with the pid and host that ran it.
@@ -31,16 +32,6 @@ STATUSES = ("running", "finished", "stopped", "diverged", "pruned", "failed")
 # file can be written, the status is still rewritten in place, in blocks the file already has.
 STATUS_BYTES = 4096
 CHECKPOINT_KEYS = {"model", "optimizer", "config", "progress", "generator"}
-
-
-def is_whole(value) -> bool:
-    """Whether a value read from a run folder is a whole number (not a bool)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value) -> bool:
-    """Whether a value read from a run folder is a number (not a bool; nan and infinities included)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def process_alive(pid: int) -> bool:
@@ -317,7 +308,10 @@ class RunDir:
         Raises:
             Damaged: a damaged line comes before a record the checkpoint needs.
         """
-        keep, damaged = 0, None
+        if self.metrics_file.is_symlink() or (self.metrics_file.exists() and not self.metrics_file.is_file()):
+            raise Damaged(self.metrics_file, "it is a symbolic link or not a regular file, which a resume would "
+                          "cut in place", "put the run's own metrics.jsonl there, or start the run again")
+        keep, damaged, kept = 0, None, False
         for number, end, record, why in self.metric_lines():
             if record is None:
                 damaged = damaged or f"line {number} {why}"
@@ -325,7 +319,10 @@ class RunDir:
                 if damaged:
                     raise Damaged(self.metrics_file, f"{damaged}, before the checkpoint's step {step}",
                                   "restore the file from a copy, or delete that line to resume without it")
-                keep = end
+                keep, kept = end, True
+        if damaged and not kept and step > 0:  # the checkpoint's records are all gone: this is no run's file
+            raise Damaged(self.metrics_file, f"{damaged}, and it holds no record up to the checkpoint's step {step}",
+                          "restore the file from a copy, or move it aside to resume without the metrics")
         if not dry_run and self.metrics_file.is_file() and self.metrics_file.stat().st_size > keep:
             os.truncate(self.metrics_file, keep)
 
@@ -368,7 +365,7 @@ class RunDir:
         found = []
         for file in self.epochs_dir.glob("epoch-*.pt") if self.epochs_dir.is_dir() else ():
             number = file.stem.removeprefix("epoch-")
-            if number.isdigit():
+            if number.isascii() and number.isdigit():  # int() also reads other scripts' digits
                 found.append(int(number))
         return sorted(found)
 
@@ -382,17 +379,20 @@ class RunDir:
         import torch
 
         file = file or self.checkpoint_file
-        if file.exists() and not file.is_file() and not file.is_dir():  # a FIFO or a device: never read
-            raise Damaged(file, "it is not a regular file",
-                          "restore it from a copy of the run folder, or train the run again")
+        again = "restore it from a copy of the run folder, or train the run again"
+        if file.is_symlink() and not file.exists():  # a link to nothing, or to itself
+            raise Damaged(file, "it is a symbolic link to no file", again)
+        if file.exists() and not file.is_file():  # a FIFO or a device would never end, a folder holds no state
+            raise Damaged(file, "it is not a regular file", again)
         try:
             state = torch.load(file, map_location=device, weights_only=True)
-        except (FileNotFoundError, PermissionError, IsADirectoryError):
+        except FileNotFoundError:
             raise
+        except OSError as err:
+            raise Damaged(file, f"it cannot be read ({err.strerror})", again) from None
         except Exception as err:  # a damaged file surfaces as one of many pickle, zip, EOF and OS errors
             why = "the file is empty" if file.stat().st_size == 0 else first_sentence(err)
-            raise Damaged(file, f"it cannot be read ({why})",
-                          "restore it from a copy of the run folder, or train the run again") from None
+            raise Damaged(file, f"it cannot be read ({why})", again) from None
         if not isinstance(state, dict) or not CHECKPOINT_KEYS <= state.keys():
             raise Damaged(file, "it does not hold a trainviz checkpoint",
                           "restore it from a copy of the run folder, or train the run again")
@@ -431,7 +431,7 @@ class RunDir:
     def _overwrite(target: Path, data: bytes) -> bool:
         """Rewrite ``target`` in place, if it is exactly as long as ``data``: no new blocks needed."""
         try:
-            with open(target, "r+b") as f:
+            with open(os.open(target, os.O_RDWR | os.O_NOFOLLOW), "r+b") as f:  # never a link's target
                 if os.fstat(f.fileno()).st_size != len(data):
                     return False
                 os.pwrite(f.fileno(), data, 0)

@@ -689,11 +689,15 @@ def restore(run: RunDir, parts: Parts, state: dict, generator: torch.Generator, 
                             "its layers changed since the run began; restore the file to go on with it") from None
         raise
     parts.model.load_state_dict(state["model"])
-    parts.optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["generator"])
-    if "rng" in state:  # dropout's draws continue where they stopped
-        torch.set_rng_state(state["rng"])
-    return Progress(**state["progress"])
+    try:  # what check_fits does not look at: the optimizer's state, the generators', where the run stands
+        parts.optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        if "rng" in state:  # dropout's draws continue where they stopped
+            torch.set_rng_state(state["rng"])
+        return Progress(**state["progress"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise Damaged(run.checkpoint_file, f"its training state cannot be restored ({last_line(err)})",
+                      "restore it from a copy of the run folder, or train the run again") from None
 
 
 # What a fork may change of its parent's settings; the rest would need another model, split or order.

@@ -22,7 +22,18 @@ DESCENDING = {"val_acc", "test_acc", "epochs", "seconds"}
 
 def find_runs(root: Path) -> list[RunDir]:
     """Every run folder under ``root`` (any depth, sweep trials included), in path order."""
-    return [RunDir(config.parent) for config in sorted(root.rglob("config.json"))]
+    found, folders = [], [root]  # a stack, not rglob's recursion: folders may nest deeper than Python recurses
+    while folders:
+        try:
+            entries = list(os.scandir(folders.pop()))
+        except OSError:  # unreadable, or gone meanwhile
+            continue
+        for entry in entries:
+            if entry.name == "config.json":  # a folder or a link there too: a damaged run, listed as one
+                found.append(Path(entry.path))
+            elif entry.is_dir(follow_symlinks=False):
+                folders.append(entry.path)
+    return [RunDir(config.parent) for config in sorted(found)]
 
 
 def settings_text(config: dict) -> str:
@@ -208,9 +219,21 @@ def format_table(rows: list[dict]) -> str:
             return "-" if value is None else f"{value:.4f}"
         return "-" if value is None else str(value)
 
-    table = text_table([[heading for _, heading in COLUMNS], *[[cell(row, key) for key, _ in COLUMNS] for row in rows]])
-    notes = [f"damaged: {row['run']}: {row['damaged']}" for row in rows if row.get("damaged")]
+    table = text_table([[heading for _, heading in COLUMNS],
+                        *[[printable(cell(row, key)) for key, _ in COLUMNS] for row in rows]])
+    notes = [printable(f"damaged: {row['run']}: {row['damaged']}") for row in rows if row.get("damaged")]
     return "\n".join([table, *notes])
+
+
+def printable(text: str) -> str:
+    r"""``text`` with what a terminal would act on (newlines, escape sequences) written out as Python writes it.
+
+    A run folder's files may hold anything: a setting must never add a row or retitle the terminal.
+
+        >>> printable("mlp\n\x1b]0;title\x07")
+        'mlp\\n\\x1b]0;title\\x07'
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def text_table(lines: list[list[str]]) -> str:
@@ -246,9 +269,12 @@ def identical_curves(runs: list[RunDir]) -> list[list[str]]:
 def fork_epoch(config: dict, others: list[RunDir]) -> int:
     """The epoch a run forked from one of ``others`` at; 0 when it is no fork of theirs."""
     parent, epoch = config.get("fork_of"), config.get("fork_epoch")
-    if not (isinstance(parent, str) and is_whole(epoch)):
+    if not (isinstance(parent, str) and is_whole(epoch)) or "\0" in parent:  # a NUL names no path
         return 0
-    parent_path = Path(parent).resolve()
+    try:
+        parent_path = Path(parent).resolve()
+    except OSError:  # a loop of links, a name too long
+        return 0
     return int(epoch) if any(other.path.resolve() == parent_path for other in others) else 0
 
 

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from viz.dashboard.economy import decimate
 from viz.dashboard.sink import decode_array, decode_images
 from viz.dashboard.controls import CONTROLS, PaneState, properties
-from viz.dashboard.windows import EPOCH_MEAN, STEERED, is_logged, opts, spec, title
+from viz.dashboard.windows import EPOCH_MEAN, STEERED, is_logged, opts, spec
 
 TILE = 84  # pixels per image side in the grids (28 x 3, nearest-neighbour)
 CAPTION = 38  # pixels of caption below each tile: three lines of the caption font
@@ -231,7 +231,7 @@ def send_figure(vis, env: str, win: str, figure: dict, split: str = "test") -> N
     visdom's ``plotlyplot`` wants the plotly package only to turn a Figure into this
     dict; the request it sends is this one.
     """
-    window, shown = spec(win), title(win, split)
+    window, shown = spec(win), opts(win, split)["title"]  # a user's window name escaped, as every title is
     figure["layout"].update(title={"text": shown}, width=window.width, height=window.height)
     vis._send({**figure, "win": win, "eid": env, "opts": {"title": shown, "width": window.width,
                                                           "height": window.height}})

@@ -70,7 +70,7 @@ def _number(value) -> float | None:
         return None
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a whole number no float holds
         return None
 
 
