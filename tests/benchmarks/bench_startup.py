@@ -6,7 +6,9 @@ Each round runs, one after another in fresh processes: ``python -c "import torch
 start-up cost is its wall time minus its epoch's ``seconds`` (training plus evaluation,
 from metrics.jsonl): imports, data loading, building the model, writing the run folder,
 and exiting. Every figure is the median over the rounds, and each ratio divides by the
-median ``import torch`` of the same rounds.
+median ``import torch`` of the same rounds. ``import torch, torch._dynamo`` is the floor
+under a run that uses torchvision or ``torch.optim``: torchvision's ``ops`` import
+``torch._dynamo`` when torchvision is imported, and so does the first ``Optimizer.step()``.
 
 Run: python tests/benchmarks/bench_startup.py [--rounds 7] [--data-dir DIR]
 """
@@ -63,6 +65,9 @@ def main(rounds: int, data_dir: str | None):
         for _ in range(rounds):
             for name, measure in (
                 ("import torch", lambda: wall([sys.executable, "-c", "import torch"])),
+                # what torchvision's import and the first torch.optim step import whether or not anything
+                # is compiled: the floor under any run that uses either
+                ("import torch, torch._dynamo", lambda: wall([sys.executable, "-c", "import torch, torch._dynamo"])),
                 ("trainviz --help", lambda: wall([*TRAINVIZ, "--help"])),
                 ("trainviz mlp --lr abc", lambda: wall([*TRAINVIZ, "mlp", "--lr", "abc"], expect=2)),
                 *((f"{trainer} start-up", lambda t=trainer: run_startup(t, out / t, data_dir)) for trainer in RUNS),
