@@ -23,7 +23,8 @@ from trainers.cli import cli
 from trainers.core.run import RunDir, RunHooks
 from trainers.core.schedule import Schedule
 from trainers.core.steering import Pilot, Steering
-from viz.dashboard.controls import CONTROLS, MAX_RATE, PaneState, Request, properties, request_of, rows
+from viz.dashboard.controls import (CONTROLS, MAX_RATE, PaneState, Request, properties, request_in,
+                                    request_of, rows)
 
 STEPS = 10  # per epoch: 600 training images in batches of 60
 ARGS = ["--epochs", "3", "--batch-size", "60", "--seed", "3", "--momentum", "0.9", "--schedule", "cosine",
@@ -68,6 +69,13 @@ ROW = {action: i for i, (action, _) in enumerate(rows(STATE))}
 ], ids=lambda value: None if isinstance(value, (dict, str, list)) or value is None else value.action)
 def test_only_this_runs_pane_makes_requests_and_bad_values_are_answered(sent, expected):
     assert request_of(sent, "run-env", STATE) == expected
+
+
+@pytest.mark.parametrize("message", ["[" * 100_000, "{", b"\xff\xfe", "", "null"])
+def test_a_socket_message_that_is_no_event_is_dropped_and_the_next_one_is_taken(message):
+    """Whatever another client sends through the server (nested past Python's recursion too) asks nothing."""
+    assert request_in(message, "run-env", STATE) is None
+    assert request_in(json.dumps(event(ROW["stop"])), "run-env", STATE) == Request("stop")
 
 
 def test_a_rate_of_0_is_shown_and_its_buttons_ask_for_a_typed_rate():

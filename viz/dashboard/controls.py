@@ -132,6 +132,18 @@ def _label(event: dict, index: int) -> str | None:
     return None
 
 
+def request_in(message: str | bytes, env: str, state: PaneState) -> Request | None:
+    """The request a message from the server's socket makes of this run's pane (``request_of``), or None.
+
+    Anything that is not JSON, or is nested too deep to decode, is no request.
+    """
+    try:
+        event = json.loads(message)
+    except (ValueError, TypeError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return request_of(event, env, state)
+
+
 class Listener:
     """A websocket to the visdom server that turns clicks on a run's control pane into requests.
 
@@ -191,10 +203,6 @@ class Listener:
         """One message from the server: a request of this run's pane is delivered; anything else dropped."""
         if not message:
             raise ConnectionError("the server closed the socket")
-        try:
-            event = json.loads(message)
-        except (ValueError, TypeError):
-            return
-        request = request_of(event, self.env, self.state())
+        request = request_in(message, self.env, self.state())
         if request is not None:
             self.deliver(request)
