@@ -133,6 +133,41 @@ def test_a_model_file_that_cannot_be_used_is_one_line_and_no_run_folder(name, so
     assert not out.exists() or not any(out.iterdir())
 
 
+TWO_HEADS = """
+from torch import nn
+
+
+class TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+
+    def forward(self, images):
+        logits = self.body(images)
+        return (logits, logits) if self.training else logits  # an auxiliary head in training, as Inception's
+
+
+def build(config, device):
+    return TwoHeads().to(device)
+"""
+
+
+def test_a_model_that_fails_only_in_training_mode_is_one_line_and_a_failed_run(idx_dir, tmp_path):
+    """The checks before the first step run in evaluation mode; what fails after them is still the model's line."""
+    path = tmp_path / "twoheads.py"
+    path.write_text(TWO_HEADS)
+    out = tmp_path / "runs"
+    result = train("run", str(path), "--data-dir", str(idx_dir), "--out", str(out), "--epochs", "1", *FAST)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    line = result.stderr.strip().splitlines()[-1]  # after the epoch's progress bar, which a terminal erases
+    assert line.startswith(f"Error: {path}: the model, its loss or its optimizer failed at epoch 1, step 1: "
+                           "TypeError: "), line
+    assert "not tuple" in line and line.endswith(f"the metrics so far are in {find_runs(out)[0].path}")
+    (run,) = find_runs(out)
+    assert run.read_status()["status"] == "failed"
+    assert summary(run, out)["status"] == "failed"
+
+
 def test_module_function_and_an_installed_entry_point_name_run_the_same_trainer(idx_dir, tmp_path):
     """A package's trainer: ``module:function``, and by name through the entry-point group, listed without torch."""
     package = tmp_path / "site"

@@ -89,6 +89,17 @@ class Interrupted(Exception):
     """Training stopped after a step because a stop was requested; ``progress`` says where."""
 
 
+class ModelError(Exception):
+    """The model, its loss or its optimizer raised in a step or an evaluation: ``__cause__`` is what it raised.
+
+    ``where`` says when: "at epoch 2, step 310", "evaluating after epoch 2".
+    """
+
+    def __init__(self, where: str):
+        super().__init__(where)
+        self.where = where
+
+
 def fit(
     parts: Parts,
     data: Data,
@@ -128,6 +139,7 @@ def fit(
         Diverged: a step's loss was NaN or infinite.
         Interrupted: ``should_stop`` said so; ``progress`` holds the exact position, and
             fitting again from it gives the same result as never stopping.
+        ModelError: the model, its loss or its optimizer raised (its error is the cause).
 
     Example:
         >>> record = fit(parts, data, epochs=1, batch_size=256,  # doctest: +SKIP
@@ -159,17 +171,21 @@ def fit(
                     rate = schedule(progress.step)
                     for group in parts.optimizer.param_groups:
                         group["lr"] = rate * group["lr_scale"] if "lr_scale" in group else rate
-                logits = parts.model(images)
-                loss = parts.loss(logits, labels)
-                parts.optimizer.zero_grad()
-                loss.backward()
-                parts.optimizer.step()
+                try:
+                    logits = parts.model(images)
+                    loss = parts.loss(logits, labels)
+                    parts.optimizer.zero_grad()
+                    loss.backward()
+                    parts.optimizer.step()
+                    hits = (logits.argmax(dim=1) == labels).sum()
+                except Exception as err:
+                    raise ModelError(f"at epoch {epoch}, step {progress.step + 1}") from err
 
                 # bookkeeping on the device, read back only every SYNC_EVERY steps
                 progress.step += 1
                 loss = loss.detach()
                 loss_sum.add_(loss, alpha=len(labels))
-                correct.add_((logits.argmax(dim=1) == labels).sum())
+                correct.add_(hits)
                 if progress.step % log_every == 0:
                     pending.append((progress.step, loss))
                 stop = i < n_batches and should_stop()
@@ -188,8 +204,11 @@ def fit(
             raise Diverged(progress.step, train_loss)
 
         # evaluate on the held-out splits
-        evaluations = {name: evaluate(parts, split) for name, split in (("val", data.val), ("test", data.test))
-                       if split is not None}
+        try:
+            evaluations = {name: evaluate(parts, split) for name, split in (("val", data.val), ("test", data.test))
+                           if split is not None}
+        except Exception as err:
+            raise ModelError(f"evaluating after epoch {epoch}") from err
         progress.epoch, progress.batch, progress.loss_sum, progress.correct = epoch, 0, 0.0, 0
         record = {
             "kind": "epoch", "epoch": epoch, "step": progress.step,

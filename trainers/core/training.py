@@ -22,7 +22,7 @@ from trainers.catalog import DATASETS, TRAINERS, command_words, trainer_of
 from trainers.core.config import KEEP_EPOCHS, TrainConfig
 from trainers.core.data import Data, DataError, load
 from trainers.core.errors import TrainvizError, UserError
-from trainers.core.loop import Diverged, Evaluation, Interrupted, Parts, Progress, evaluate, fit
+from trainers.core.loop import Diverged, Evaluation, Interrupted, ModelError, Parts, Progress, evaluate, fit
 from trainers.core.report import Smoothed, report_curves, report_layers, report_panes
 from trainers.core.run import Damaged, Pruned, RunDir, RunHooks
 from trainers.core.schedule import Schedule
@@ -269,6 +269,10 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
                 report.flush()
                 report.end("pruned", epoch=progress.epoch)
                 raise
+            except ModelError as err:
+                if config.trainer in TRAINERS:  # a built-in model that fails is trainviz's bug: its traceback
+                    raise err.__cause__ from None
+                raise UserError(model_failed(err, run, config.trainer, saved["epoch"])) from None
             report.end("finished", epoch=record["epoch"])
         except (Stopped, DivergedError, Pruned):
             raise
@@ -419,6 +423,14 @@ def epoch_line(record: dict, epochs: int) -> str:
         if f"{split}_acc" in record:
             line += f"  {split} loss {record[f'{split}_loss']:.4f} acc {record[f'{split}_acc']:.4f}"
     return f"{line}  {record['seconds']:.2f} s"
+
+
+def model_failed(err: ModelError, run: RunDir, trainer: str, saved_epoch: int | None) -> str:
+    """The line for a model of one's own that raised in training: what it said, when, and what is kept."""
+    kept = f"the checkpoint of epoch {saved_epoch} and the metrics are in {run.path}" if saved_epoch \
+        else f"the metrics so far are in {run.path}"
+    return (f"{trainer}: the model, its loss or its optimizer failed {err.where}: "
+            f"{last_line(err.__cause__)}; {kept}")
 
 
 def disk_full(err: OSError, run: RunDir, config: TrainConfig, saved_epoch: int | None) -> str:
