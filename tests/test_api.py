@@ -445,6 +445,14 @@ def test_animator_takes_the_books_arguments_and_draws_one_trace_per_legend_entry
         assert viz.Animator(run=again).name == "animator"  # each run's first Animator is its "animator"
 
 
+def test_an_animators_repeated_legend_entries_and_unnamed_values_are_traces_of_their_own(tmp_path):
+    with viz.init(name="d2l", out=tmp_path, dashboard=False) as run:
+        sink = recorded(run)
+        viz.Animator(legend=["acc", "acc", "1"], run=run).add(1, [0.5, 0.6, 0.7, 0.8, 0.9])
+    (point,) = [e["values"] for e in sink.events if e["kind"] == "scalars"]
+    assert point == {"acc": 0.5, "acc (2)": 0.6, "1": 0.7, "3": 0.8, "4": 0.9}
+
+
 D2L = ROOT / "tests" / "fixtures" / "d2l_softmax.py"
 
 

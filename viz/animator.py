@@ -44,7 +44,9 @@ class Animator:
         self.run = run or shared_run()
         made = _count[self.run] = _count.get(self.run, 0) + 1  # each gets its own window
         self.name = name or ("animator" if made == 1 else f"animator {made}")
-        self.legend = [str(entry) for entry in legend or []]
+        self.traces: list[str] = []  # each y's trace by position: its legend entry, or its position
+        for entry in legend or []:
+            self._add_trace(str(entry))
         self.run.axes(self.name, xlabel or "", ylabel or "", xlim, ylim, xscale, yscale)
 
     def add(self, x, y) -> None:
@@ -56,13 +58,22 @@ class Animator:
             y = [y]
         if not one_or_more(x):
             x = [x] * len(y)
+        while len(self.traces) < len(y):  # more values than legend entries: the rest named by position
+            self._add_trace(str(len(self.traces)))
         by_x: dict[float, dict] = {}
-        for i, (a, b) in enumerate(zip(x, y)):
+        for a, b, name in zip(x, y, self.traces):
             if a is not None and b is not None:
-                name = self.legend[i] if i < len(self.legend) else str(i)
                 by_x.setdefault(float(a), {})[name] = b
         for a, values in by_x.items():
             self.run.plot(self.name, a, values)
+
+    def _add_trace(self, wanted: str) -> None:
+        """Name the next trace ``wanted``, or ``wanted (2)`` and so on when a trace has that name already."""
+        name, count = wanted, 1
+        while name in self.traces:
+            count += 1
+            name = f"{wanted} ({count})"
+        self.traces.append(name)
 
 
 def one_or_more(value) -> bool:
