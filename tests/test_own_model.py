@@ -159,11 +159,11 @@ def test_a_model_that_fails_only_in_training_mode_is_one_line_and_a_failed_run(i
     out = tmp_path / "runs"
     result = train("run", str(path), "--data-dir", str(idx_dir), "--out", str(out), "--epochs", "1", *FAST)
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    (run,) = find_runs(out)
     line = result.stderr.strip().splitlines()[-1]  # after the epoch's progress bar, which a terminal erases
     assert line.startswith(f"Error: {path}: the model, its loss or its optimizer failed at epoch 1, step 1: "
                            "TypeError: "), line
-    assert "not tuple" in line and line.endswith(f"the metrics so far are in {find_runs(out)[0].path}")
-    (run,) = find_runs(out)
+    assert "not tuple" in line and line.endswith(f"the metrics so far are in {run.path}")
     assert run.read_status()["status"] == "failed"
     assert summary(run, out)["status"] == "failed"
 

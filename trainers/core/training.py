@@ -426,7 +426,7 @@ def epoch_line(record: dict, epochs: int) -> str:
 
 
 def model_failed(err: ModelError, run: RunDir, trainer: str, saved_epoch: int | None) -> str:
-    """The line for a model of one's own that raised in training: what it said, when, and what is kept."""
+    """The line for a model of one's own that raised in a step or an evaluation: what it said, when, what is kept."""
     kept = f"the checkpoint of epoch {saved_epoch} and the metrics are in {run.path}" if saved_epoch \
         else f"the metrics so far are in {run.path}"
     return (f"{trainer}: the model, its loss or its optimizer failed {err.where}: "
