@@ -105,6 +105,30 @@ def test_resume_of_a_finished_run_with_more_epochs_continues_it(idx_dir, tmp_pat
     assert [r["epoch"] for r in records(run_dir) if r["kind"] == "epoch"] == [1, 2]
 
 
+
+@pytest.mark.parametrize("options, words", [
+    (["--lr", "0.5"], ["--lr cannot change in a resume", "--epochs, --data-dir", "fork it: --fork", "--lr ..."]),
+    (["--batch-size", "32"], ["--batch-size cannot change in a resume"]),
+    (["--keep-checkpoints"], ["--keep-checkpoints cannot change in a resume"]),
+    (["--fork", "elsewhere"], ["and --fork elsewhere: give one"]),
+    (["--from-epoch", "1"], ["--from-epoch 1 goes with --fork RUN_DIR"]),
+])
+def test_a_resume_refuses_the_settings_it_cannot_change_and_leaves_the_run_as_it_was(idx_dir, tmp_path, options,
+                                                                                       words):
+    out = tmp_path / "runs"
+    first = CliRunner().invoke(cli, ["mlp", "--data-dir", str(idx_dir), "--epochs", "1", "--no-viz",
+                                     "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    (run_dir,) = out.iterdir()
+    before = records(run_dir)
+    result = CliRunner().invoke(cli, ["mlp", "--resume", str(run_dir), "--epochs", "2", "--no-viz", *options])
+    assert_one_line_error(result, *words)
+    assert records(run_dir) == before
+    # the run's own value given again is no change
+    same = CliRunner().invoke(cli, ["mlp", "--resume", str(run_dir), "--epochs", "2", "--no-viz", "--lr",
+                                    str(json.loads((run_dir / "config.json").read_text())["lr"])])
+    assert same.exit_code == 0, same.output
+
 def test_divergence_stops_with_status_3_and_keeps_finite_metrics(idx_dir, tmp_path):
     out = tmp_path / "runs"
     result = CliRunner().invoke(cli, ["mlp", "--data-dir", str(idx_dir), "--lr", "1e6",

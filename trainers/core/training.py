@@ -150,9 +150,14 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
     device = resolve_device(config.device)
     state, parent, changes = None, None, {}  # a resumed or forked run's checkpoint; a fork's parent
     resumed = config.resume is not None
+    if resumed and config.fork is not None:
+        raise UserError(f"--resume {config.resume} and --fork {config.fork}: give one, to continue a run "
+                        "or to start a new one from another's epoch")
+    if config.from_epoch is not None and config.fork is None:
+        raise UserError(f"--from-epoch {config.from_epoch} goes with --fork RUN_DIR, the run to start from")
     if resumed:
         run, state = open_run(config, writer)
-        config = resumed_config(config, state, "epochs" in given)
+        config = resumed_config(config, state, given)
         check_model_file(run, config.trainer, force)
     elif config.fork is not None:
         parent, state = open_fork(config)
@@ -637,13 +642,27 @@ def open_run(config: TrainConfig, writer: contextlib.ExitStack) -> tuple[RunDir,
     return run, state
 
 
-def resumed_config(given: TrainConfig, state: dict, explicit: bool) -> TrainConfig:
-    """The run's own settings, with where to show it, its data (and, ``explicit``, a larger --epochs) from ``given``.
+# What a resume takes from its own command line; it goes on with the rest of the run's settings.
+RESUMABLE = ("epochs", "data_dir", "device", "viz", "server", "port")
+
+
+def resumed_config(given: TrainConfig, state: dict, asked: frozenset[str]) -> TrainConfig:
+    """The run's own settings, with where to show it, its data (and, asked, a larger --epochs) from ``given``.
 
     Raises:
-        UserError: the run has already trained the epochs asked for.
+        UserError: another setting was asked to change (a fork may change some), or the run
+            has already trained the epochs asked for.
     """
     config = type(given).from_dict(state["config"])
+    for name in sorted(asked - set(RESUMABLE) - {"resume"}):
+        if getattr(given, name, None) != getattr(config, name, None):
+            option = f"--{name.replace('_', '-')}"
+            instead = (f"; to train on with another {option}, fork it: --fork {given.resume} --from-epoch N "
+                       f"{option} ..." if name in FORKABLE else "")
+            raise UserError(f"{option} cannot change in a resume: {given.resume} goes on with its own settings "
+                            f"(a resume may give {', '.join('--' + key.replace('_', '-') for key in RESUMABLE)})"
+                            f"{instead}")
+    explicit = "epochs" in asked
     resumed = dataclasses.replace(
         config, viz=given.viz, server=given.server, port=given.port, device=given.device,
         epochs=given.epochs if explicit else config.epochs, resume=given.resume,
