@@ -759,6 +759,64 @@ def test_events_the_renderer_cannot_draw_are_skipped_and_counted(tmp_path):
         read_events(fifo)
 
 
+
+def one_event_of_each_kind() -> list[dict]:
+    """A good event of every kind the renderer draws, each window one it knows."""
+    from viz.dashboard.controls import PaneState
+    from viz.dashboard.sink import KINDS, RecordingSink
+
+    sink = RecordingSink()
+    sink.scalars("loss", x=1, values={"train": 0.5})
+    sink.series("log:curve", [1, 2], {"a": [2.0, 1.0]})
+    sink.images("samples", np.zeros((2, 4, 4), np.uint8), ["a", "b"], [True, False])
+    sink.templates("templates", np.zeros((2, 4, 4), np.float32), ["a", "b"], columns=2)
+    sink.text("mistakes", "none")
+    sink.table("predictions", "Epoch 1", ["#", "true"], [[1, "a"]], [False])
+    sink.heatmap("log:map", [[1.0, 2.0]], ["r"], ["c1", "c2"])
+    sink.confusion("confusion", [[1, 0], [0, 1]], ["a", "b"])
+    sink.bars("class_acc", [0.5, 0.7], ["a", "b"])
+    sink.histogram("weights", {"w": ([0.0, 1.0], [0.5, 0.5])})
+    sink.axes("log:curve", ylim=(0.0, 1.0), yscale="linear")
+    sink.trials([{"number": 0, "params": {"lr": 0.1}, "state": "COMPLETE", "value": 0.8, "epochs": 2,
+                  "curve": [[1, 0.7], [2, 0.8]], "seconds": 3.0, "env": "s_0"}], ["lr"])
+    sink.controls(PaneState(lr=0.1))
+    sink.config({"lr": 0.1})
+    sink.outcome("finished", {"test_acc": 0.8})
+    sink.save()
+    assert {event["kind"] for event in sink.events} == KINDS
+    return sink.events
+
+
+ODD_VALUES = [None, True, 0, -1, 1.5, 10**400, "", "x", [], [[]], [1, 2, 2, 3], [None], ["a"], [[1, 2], [3]],
+              {}, {"a": []}, {"a": None}, {"a": [1, 2, 3]}, {"a": {}}, {"a": {"centers": [], "density": []}}]
+
+
+def test_every_event_that_passes_the_check_is_drawn_without_an_error():
+    """One field of a good event at a time set to an odd value: skipped, or drawn; never an exception."""
+    from unittest.mock import MagicMock
+
+    from viz.dashboard.client import Client
+    from viz.dashboard.render import Renderer
+    from viz.dashboard.sink import drawable
+
+    events = one_event_of_each_kind()
+    templates = next(event for event in events if event["kind"] == "templates")
+    colour = {**templates, "shape": [1, 4, 4, 3], "captions": ["a"],
+              "values": base64.b64encode(np.zeros(48, np.float32).tobytes()).decode()}
+    odd = [{**event, field: value} for event in events for field in event for value in ODD_VALUES] + [
+        {"kind": "series", "win": "log:curve", "x": [], "values": {"a": []}},  # fields odd only together
+        {"kind": "text", "win": "mistakes", "text": 5, "html": "an older run's pane"},
+        colour]
+    assert all(map(drawable, events))
+    drawn = 0
+    for event in odd:
+        if drawable(event):
+            vis = MagicMock(spec=Client)
+            vis.win_exists.return_value = False
+            Renderer(vis, "env").render([event])
+            drawn += 1
+    assert drawn > 50, drawn  # the odd values a kind takes (an empty caption, another number) are drawn
+
 def test_a_logged_windows_name_is_escaped_in_a_figures_title():
     from unittest.mock import MagicMock
 

@@ -299,7 +299,8 @@ class Renderer:
                 continue
             if event["kind"] == "series":
                 for trace, values in event["values"].items():
-                    points[(self.env, event["win"], trace)].extend(zip(event["x"], values))
+                    if values:  # an empty series draws nothing, not an empty trace
+                        points[(self.env, event["win"], trace)].extend(zip(event["x"], values))
                 continue
             self._lines(points)
             points.clear()

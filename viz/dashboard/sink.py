@@ -290,7 +290,7 @@ def _decodes(event: dict, key: str, dtype: str) -> bool:
         return False
     if shape[0] > MAX_IMAGES or shape[1] * shape[2] > MAX_PIXELS:  # a grid a small file asks gigabytes for
         return False
-    if len(shape) == 4 and shape[3] != 3:  # grey, or RGB: nothing else is drawn
+    if len(shape) == 4 and (shape[3] != 3 or event["kind"] == "templates"):  # grey, or RGB images: no other
         return False
     try:
         size = len(base64.b64decode(event[key], validate=True))
@@ -353,7 +353,7 @@ def drawable(event) -> bool:
         if not check(event[field]):
             return False
     if kind == "text":  # "html": what runs before plain-text panes wrote, drawn as text now
-        return isinstance(event.get("text"), str) or isinstance(event.get("html"), str)
+        return isinstance(event["text"] if "text" in event else event.get("html"), str)
     if kind in ("images", "templates"):
         key, dtype = ("pixels", "uint8") if kind == "images" else ("values", event["dtype"])
         return _decodes(event, key, dtype) and len(event["captions"]) == event["shape"][0] \
