@@ -130,12 +130,23 @@ def data_moved(run: Path) -> None:
     torch.save(state, run / "checkpoint.pt")
 
 
-def wrong_weights(run: Path) -> None:
+def wrong_weights(run: Path, name: str = "checkpoint.pt") -> None:
     import torch
 
-    state = torch.load(run / "checkpoint.pt", weights_only=True)
-    state["model"] = {name: tensor[:1] for name, tensor in state["model"].items()}
-    torch.save(state, run / "checkpoint.pt")
+    state = torch.load(run / name, weights_only=True)
+    state["model"] = {key: tensor[:1] for key, tensor in state["model"].items()}
+    (run / name).unlink()  # a kept epoch may be checkpoint.pt's hard link: the other stays as it was
+    torch.save(state, run / name)
+
+
+def progress_changed(**fields):
+    """Change fields of where the checkpoint says the run stands."""
+    def damage(run: Path) -> None:
+        import torch
+
+        state = torch.load(run / "checkpoint.pt", weights_only=True)
+        torch.save({**state, "progress": {**state["progress"], **fields}}, run / "checkpoint.pt")
+    return damage
 
 
 RESUME = ["nn-softmax", "--resume", "{run}", "--no-viz", "--epochs", "3"]
@@ -175,6 +186,17 @@ DAMAGED = {
     "metrics.jsonl a link": (lambda run: ((run / "notes.txt").write_text("mine\n"),
                                           replaced("metrics.jsonl", lambda p: p.symlink_to(run / "notes.txt"))(run)),
                              RESUME, ["metrics.jsonl is damaged", "symbolic link"]),
+    # nor write where it would block, fail after an epoch's training, or write through a link
+    "events.jsonl a folder": (replaced("events.jsonl", Path.mkdir), RESUME,
+                              ["events.jsonl is damaged", "not a regular file", "move it aside"]),
+    "events.jsonl a FIFO": (replaced("events.jsonl", os.mkfifo), RESUME,
+                            ["events.jsonl is damaged", "not a regular file"]),
+    "events.jsonl a link": (lambda run: ((run / "notes.txt").write_text("mine\n"),
+                                         replaced("events.jsonl", lambda p: p.symlink_to(run / "notes.txt"))(run)),
+                            RESUME, ["events.jsonl is damaged", "symbolic link"]),
+    "checkpoints a file": (lambda run: (shutil.rmtree(run / "checkpoints"), (run / "checkpoints").write_text("x")),
+                           RESUME, ["checkpoints is damaged", "not a folder"]),
+    "status.json a folder": (replaced("status.json", Path.mkdir), RESUME, ["status.json is damaged", "a folder"]),
     "metrics.jsonl all garbage": (write("metrics.jsonl", "garbage\nmore garbage\n"), RESUME,
                                   ["metrics.jsonl is damaged", "holds no record up to the checkpoint's step"]),
     ".lock a FIFO": (replaced(".lock", os.mkfifo), RESUME, ["cannot write in", ".lock is a symbolic link or a FIFO"]),
@@ -188,6 +210,14 @@ DAMAGED = {
                                            ["checkpoint.pt is damaged", "training state cannot be restored"]),
     "checkpoint with a float generator": (state_changed(generator=lambda torch: torch.zeros(3)), RESUME,
                                           ["checkpoint.pt is damaged", "training state cannot be restored"]),
+    "checkpoint with a rate change that is no pair": (state_changed(steering=[[1]]), RESUME,
+                                                      ["checkpoint.pt is damaged", "do not fit"]),
+    "checkpoint with a word for its loss sum": (progress_changed(loss_sum="much"), RESUME,
+                                                ["checkpoint.pt is damaged", "do not fit"]),
+    "fork of a kept checkpoint of other weights": (
+        lambda run: wrong_weights(run, "checkpoints/epoch-0001.pt"),
+        ["nn-softmax", "--fork", "{run}", "--from-epoch", "1", "--no-viz", "--out", "{run}/forks"],
+        ["checkpoints/epoch-0001.pt is damaged", "do not fit"]),
     "config.json lr too large for a float": (write("config.json", '{"trainer": "nn-softmax", "lr": ' + BIG + "}"),
                                              RESUME, ["config.json is damaged", "lr is 1000"]),
     "fork of a kept checkpoint that links to nothing": (
@@ -320,10 +350,11 @@ def test_a_forks_parent_named_with_a_nul_is_no_parent():
     assert fork_epoch({"fork_of": "runs/a\0b", "fork_epoch": 1}, []) == 0
 
 
-def test_only_ascii_digits_name_a_kept_epoch(run_copy):
+def test_only_the_names_a_run_gives_its_checkpoints_name_a_kept_epoch(run_copy):
     run = RunDir(run_copy)
     kept = run.kept_epochs()
-    for name in ("epoch-\u00b2.pt", "epoch-\u0663.pt"):  # a superscript two, an Arabic-Indic three
+    # a superscript two, an Arabic-Indic three; epoch 5 named otherwise than a fork would look for it
+    for name in ("epoch-\u00b2.pt", "epoch-\u0663.pt", "epoch-5.pt", "epoch-00005.pt"):
         (run.epochs_dir / name).touch()
     assert run.kept_epochs() == kept and kept
 

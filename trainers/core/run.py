@@ -326,6 +326,23 @@ class RunDir:
         if not dry_run and self.metrics_file.is_file() and self.metrics_file.stat().st_size > keep:
             os.truncate(self.metrics_file, keep)
 
+    def check_written(self) -> None:
+        """Check that the files a resume writes besides metrics.jsonl are of the kind it writes.
+
+        Raises:
+            Damaged: events.jsonl is a link or no regular file (a folder, a FIFO that would
+                block its writer), checkpoints a link or no folder, or status.json a folder
+                (a link or a FIFO there is replaced, not written through).
+        """
+        if self.status_file.is_dir() and not self.status_file.is_symlink():
+            raise Damaged(self.status_file, "it is a folder, where a resume writes the run's status",
+                          "move it aside to resume")
+        for path, folder in ((self.events_file, False), (self.epochs_dir, True)):
+            if path.is_symlink() or (path.exists() and not (path.is_dir() if folder else path.is_file())):
+                kind = "folder" if folder else "regular file"
+                raise Damaged(path, f"it is a symbolic link or not a {kind}, which a resume would write into",
+                              "move it aside to resume without it")
+
     def save_checkpoint(self, state: dict) -> None:
         """Write checkpoint.pt atomically: a crash mid-write, or a full disk, leaves the previous one intact."""
         import torch  # here, not at the top: listing and replaying runs needs no torch
@@ -361,11 +378,12 @@ class RunDir:
         return self.epochs_dir / f"epoch-{epoch:04d}.pt"
 
     def kept_epochs(self) -> list[int]:
-        """The epochs whose checkpoints are kept, in order."""
+        """The epochs whose checkpoints are kept, in order: the files named as ``epoch_checkpoint`` names them."""
         found = []
         for file in self.epochs_dir.glob("epoch-*.pt") if self.epochs_dir.is_dir() else ():
             number = file.stem.removeprefix("epoch-")
-            if number.isascii() and number.isdigit():  # int() also reads other scripts' digits
+            # int() also reads other scripts' digits; epoch-2.pt is not where epoch 2 is looked for
+            if number.isascii() and number.isdigit() and file == self.epoch_checkpoint(int(number)):
                 found.append(int(number))
         return sorted(found)
 

@@ -188,7 +188,8 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
     generator = torch.Generator().manual_seed(config.seed)
     progress = Progress()
     if state is not None:  # before a fork's folder is made: a checkpoint that does not fit leaves nothing behind
-        progress = restore(parent or run, parts, state, generator, config.trainer, force)
+        source = parent.epoch_checkpoint(config.from_epoch) if parent else run.checkpoint_file
+        progress = restore(parent or run, source, parts, state, generator, config.trainer, force)
         set_hyperparameters(parts, changes)
     if not resumed:
         run = new_run(config, labels)
@@ -639,6 +640,7 @@ def open_run(config: TrainConfig, writer: contextlib.ExitStack) -> tuple[RunDir,
         raise Damaged(run.checkpoint_file, "it does not say where the run stands (no epoch and step)",
                       "restore it from a copy of the run folder")
     run.truncate_metrics(progress["step"], dry_run=True)  # damage before the checkpoint's step is said now
+    run.check_written()
     return run, state
 
 
@@ -705,15 +707,16 @@ def checkpoint(parts: Parts, config: TrainConfig, progress: Progress, generator:
     }
 
 
-def restore(run: RunDir, parts: Parts, state: dict, generator: torch.Generator, trainer: str, force: bool) -> Progress:
-    """Load a checkpoint of ``run`` into the parts and the shuffling generator; where it stands.
+def restore(run: RunDir, file: Path, parts: Parts, state: dict, generator: torch.Generator, trainer: str,
+            force: bool) -> Progress:
+    """Load ``state``, the checkpoint ``file`` of ``run``, into the parts and the shuffling generator; where it stands.
 
     Raises:
         Damaged: the checkpoint does not fit the model (a UserError when a model file of
             one's own changed and ``force`` went on with it).
     """
     try:
-        check_fits(run, parts, state)
+        check_fits(file, parts, state)
     except Damaged:
         if force and trainer not in TRAINERS:  # the file changed, and with it the model
             raise UserError(f"the model {trainer} builds now does not fit the checkpoint of {run.path}: "
@@ -727,7 +730,7 @@ def restore(run: RunDir, parts: Parts, state: dict, generator: torch.Generator, 
             torch.set_rng_state(state["rng"])
         return Progress(**state["progress"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise Damaged(run.checkpoint_file, f"its training state cannot be restored ({last_line(err)})",
+        raise Damaged(file, f"its training state cannot be restored ({last_line(err)})",
                       "restore it from a copy of the run folder, or train the run again") from None
 
 
@@ -861,20 +864,45 @@ def evaluate_run(run: RunDir, data_dir: Path | None, device: str) -> Evaluation:
         raise UserError(str(err)) from None
     torch.manual_seed(config.seed)
     parts = build(config, target)
-    check_fits(run, parts, state)
+    check_fits(run.checkpoint_file, parts, state)
     parts.model.load_state_dict(state["model"])
     return evaluate(parts, data.test)
 
 
-def check_fits(run: RunDir, parts: Parts, state: dict) -> None:
-    """Refuse (``Damaged``) a checkpoint whose weights, progress or generator do not fit the model its settings build."""
+def check_fits(file: Path, parts: Parts, state: dict) -> None:
+    """Refuse (``Damaged``) a checkpoint whose weights, progress, generator or rate changes do not fit the model
+    its settings build, each of its type."""
     model = parts.model.state_dict()
     weights = state["model"]
     fits = isinstance(weights, dict) and weights.keys() == model.keys() and all(
         isinstance(weights[k], torch.Tensor) and weights[k].shape == v.shape for k, v in model.items())
-    fields = {f.name for f in dataclasses.fields(Progress)}
-    fits = fits and isinstance(state["progress"], dict) and state["progress"].keys() <= fields \
+    fits = fits and progress_fits(state["progress"]) and steering_fits(state.get("steering", [])) \
         and isinstance(state["generator"], torch.Tensor) and isinstance(state["optimizer"], dict)
     if not fits:
-        raise Damaged(run.checkpoint_file, "its weights or progress do not fit the model its settings describe",
+        raise Damaged(file, "its weights or progress do not fit the model its settings describe",
                       "restore it from a copy of the run folder")
+
+
+def progress_fits(progress) -> bool:
+    """Whether a checkpoint's progress holds only Progress's fields, each of its type (counts whole, sums finite)."""
+    def of_type(field: dataclasses.Field, value) -> bool:
+        if field.name == "order_state":
+            return value is None or isinstance(value, torch.Tensor)
+        if isinstance(field.default, int):
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    fields = {field.name: field for field in dataclasses.fields(Progress)}
+    return isinstance(progress, dict) and progress.keys() <= fields.keys() and all(
+        of_type(fields[name], value) for name, value in progress.items())
+
+
+def steering_fits(changes) -> bool:
+    """Whether a checkpoint's rate changes are [step, factor] pairs: whole steps ascending, finite factors above 0."""
+    if not isinstance(changes, list) or not all(
+            isinstance(change, list) and len(change) == 2 and isinstance(change[0], int)
+            and not isinstance(change[0], bool) and isinstance(change[1], (int, float))
+            and not isinstance(change[1], bool) and math.isfinite(change[1]) and change[1] > 0 for change in changes):
+        return False
+    steps = [step for step, _ in changes]
+    return steps == sorted(steps) and all(step >= 0 for step in steps)
