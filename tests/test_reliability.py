@@ -94,6 +94,41 @@ def test_stopped_then_resumed_run_ends_like_an_uninterrupted_one(trainer, signum
     assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
 
 
+
+def loss_steps(run_dir: Path) -> list[int]:
+    """The steps of the training-loss points in a run's events.jsonl, in the order a rebuild draws them."""
+    return [x for line in (run_dir / "events.jsonl").read_text().splitlines()
+            for event in [json.loads(line)] if event.get("win") == "train_loss" and event["kind"] == "series"
+            for x in event["x"]]
+
+
+@pytest.mark.slow
+def test_a_killed_runs_resume_draws_each_step_once(tmp_path):
+    """The events a killed run wrote after its checkpoint go: its resume trains and draws those steps again."""
+    data = write_idx_dir(tmp_path / "idx", n_train=4000)
+    port = free_port()  # no server: the events go to events.jsonl alone
+    args = ["mlp", "--data-dir", str(data), "--epochs", "2", "--batch-size", "4", "--log-every", "5",
+            "--port", str(port)]
+    whole = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    (whole_dir,) = (tmp_path / "whole").iterdir()
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "trainers", *args, "--out", str(out)],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        run_dir = wait_for_epoch(out, 2, proc, kind="step")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert max(loss_steps(run_dir)) > 1000, "expected points of epoch 2 past the checkpoint"
+    resumed = CliRunner().invoke(cli, ["mlp", "--resume", str(run_dir), "--port", str(port)])
+    assert resumed.exit_code == 0, resumed.output
+    assert loss_steps(run_dir) == loss_steps(whole_dir) == list(range(5, 2001, 5))
+
 def test_resume_of_a_finished_run_with_more_epochs_continues_it(idx_dir, tmp_path):
     out = tmp_path / "runs"
     first = CliRunner().invoke(cli, ["nn-softmax", "--data-dir", str(idx_dir), "--epochs", "1", "--no-viz",

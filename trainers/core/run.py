@@ -326,6 +326,31 @@ class RunDir:
         if not dry_run and self.metrics_file.is_file() and self.metrics_file.stat().st_size > keep:
             os.truncate(self.metrics_file, keep)
 
+    def events_size(self) -> int:
+        """How long events.jsonl is now (0: not there), for a checkpoint to say where its events end."""
+        try:
+            return self.events_file.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def truncate_events(self, size: int | None) -> None:
+        """Drop the events written after a checkpoint that said events.jsonl was ``size`` bytes long then.
+
+        A killed run's last steps are trained again by its resume, which draws them again:
+        kept, they would be drawn twice when the dashboard is rebuilt from the file. Nothing
+        is cut unless ``size`` ends a line of the file (None: a checkpoint older than this).
+        """
+        if size is None or not self.events_file.is_file() or self.events_file.is_symlink():
+            return
+        with open(self.events_file, "rb") as f:
+            if os.fstat(f.fileno()).st_size <= size:
+                return
+            if size > 0:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    return  # not where a line ends: not the file the checkpoint measured
+        os.truncate(self.events_file, size)
+
     def check_written(self) -> None:
         """Check that the files a resume writes besides metrics.jsonl are of the kind it writes.
 

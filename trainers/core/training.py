@@ -205,6 +205,7 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
             copy_history(parent, run, progress.step)
     else:
         run.truncate_metrics(progress.step)
+        run.truncate_events(state.get("events"))
         # What this command line changed (a larger --epochs, a new --data-dir) is the run's now.
         recorded = run.read_config()
         updated = {key: value for key, value in config.to_dict().items()
@@ -222,7 +223,7 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
     saved = {"epoch": progress.epoch if resumed else None}  # the last checkpoint written
 
     def save() -> None:
-        run.save_checkpoint(checkpoint(parts, config, progress, generator, steering))
+        run.save_checkpoint(checkpoint(parts, config, progress, generator, steering, run.events_size()))
         if progress.batch == 0:  # the end of an epoch: kept for forks
             run.keep_epoch(progress.epoch, None if config.keep_checkpoints else KEEP_EPOCHS)
         saved["epoch"] = progress.epoch
@@ -250,8 +251,8 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
                              on_epoch=epoch_done, should_stop=lambda: pilot(progress.step),
                              paused=lambda: pilot.paused_seconds)
             except Interrupted:
+                report.flush()  # before the checkpoint, which says where its events end
                 save()
-                report.flush()
                 report.end("stopped", epoch=progress.epoch, step=progress.step)
                 how, status = (f"{signal.Signals(stop.signum).name}", 128 + stop.signum) if stop.signum \
                     else ("stopped from the dashboard", 0)
@@ -271,8 +272,8 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
                     kept = "it diverged before its first checkpoint or metrics"
                 raise DivergedError(f"{err}; {kept}. Try a smaller --lr") from None
             except Pruned:
-                save()
                 report.flush()
+                save()
                 report.end("pruned", epoch=progress.epoch)
                 raise
             except ModelError as err:
@@ -694,8 +695,8 @@ def make_sink(config: TrainConfig, run: RunDir, resumed: bool = False) -> Sink:
 
 
 def checkpoint(parts: Parts, config: TrainConfig, progress: Progress, generator: torch.Generator,
-               steering: Steering) -> dict:
-    """Everything needed to evaluate the model or continue the run exactly."""
+               steering: Steering, events: int) -> dict:
+    """Everything needed to evaluate the model or continue the run exactly; ``events``: how long events.jsonl is."""
     return {
         "model": parts.model.state_dict(),
         "optimizer": parts.optimizer.state_dict(),
@@ -704,6 +705,7 @@ def checkpoint(parts: Parts, config: TrainConfig, progress: Progress, generator:
         "generator": generator.get_state(),
         "rng": torch.get_rng_state(),  # dropout draws from torch's global generator
         "steering": steering.changes,  # the learning-rate changes made from the dashboard: [step, factor]
+        "events": events,  # where events.jsonl ends: a resume drops the events a killed run wrote after it
     }
 
 
@@ -876,8 +878,10 @@ def check_fits(file: Path, parts: Parts, state: dict) -> None:
     weights = state["model"]
     fits = isinstance(weights, dict) and weights.keys() == model.keys() and all(
         isinstance(weights[k], torch.Tensor) and weights[k].shape == v.shape for k, v in model.items())
+    events = state.get("events", 0)
     fits = fits and progress_fits(state["progress"]) and steering_fits(state.get("steering", [])) \
-        and isinstance(state["generator"], torch.Tensor) and isinstance(state["optimizer"], dict)
+        and isinstance(state["generator"], torch.Tensor) and isinstance(state["optimizer"], dict) \
+        and isinstance(events, int) and not isinstance(events, bool) and events >= 0
     if not fits:
         raise Damaged(file, "its weights or progress do not fit the model its settings describe",
                       "restore it from a copy of the run folder")
