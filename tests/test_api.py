@@ -239,7 +239,7 @@ def test_a_value_that_could_never_be_read_back_is_refused_where_it_is_logged(tmp
     assert RunDir(run.path).read_status()["status"] == "finished"
 
 
-def test_steps_are_whole_numbers_within_64_bits_numpys_included(tmp_path):
+def test_steps_are_whole_numbers_within_64_bits_and_plots_take_any_real_x_numpys_included(tmp_path):
     run = viz.init(name="steps", out=tmp_path, dashboard=False)
     run.log({"loss": 1.0}, step=np.int64(10))
     run.log({"loss": 2.0}, step=3)
@@ -247,8 +247,17 @@ def test_steps_are_whole_numbers_within_64_bits_numpys_included(tmp_path):
     for step in (10**5000, 2**63, 1.5, True):
         with pytest.raises(TypeError, match="within 64 bits"):
             run.log({"loss": 0.0}, step=step)
+    run.plot("curve", np.float32(0.5), {"y": 1.0})  # an x of numpy's, or a whole number, as JSON writes it
+    run.plot("curve", np.int64(2), {"y": 2.0})
+    with pytest.raises(ValueError, match="too large for a float"):
+        run.plot("curve", 10**400, {"y": 3.0})
+    for x in (float("inf"), "1", None, True):
+        with pytest.raises(TypeError, match="x must be a finite number"):
+            run.plot("curve", x, {"y": 3.0})
     run.finish()
-    assert [r["step"] for r in RunDir(run.path).read_metrics()] == [10, 3, 11]
+    records = RunDir(run.path).read_metrics()
+    assert [r["step"] for r in records if r["kind"] == "log"] == [10, 3, 11]
+    assert [r["x"] for r in records if r["kind"] == "plot"] == [0.5, 2]
 
 
 def test_names_that_would_draw_the_same_trace_or_window_are_refused(tmp_path):
@@ -263,6 +272,14 @@ def test_names_that_would_draw_the_same_trace_or_window_are_refused(tmp_path):
         run.log({"notes": 1.0})
     with pytest.raises(ValueError, match="samples is how many"):
         run.classification(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), torch.zeros(4, 28, 28), samples=0)
+    run.plot("acc", 1, {"train": 0.5})
+    run.plot("acc", 2, {"train": 0.6, "test": 0.55})  # the same plot's traces again
+    with pytest.raises(ValueError, match=r"'train/acc' would draw trace 'train' of window 'acc', as "
+                                         r"run.plot\('acc'\) does"):
+        run.log({"train/acc": 0.7})
+    with pytest.raises(ValueError, match=r"run.plot\('loss'\) would draw trace 'test' of window 'loss', as "
+                                         "'test/loss' does"):
+        run.plot("loss", 1, {"test": 2.0})
     run.finish()
 
 

@@ -75,7 +75,7 @@ class Run:
         self._read_at = clock() + READ_EVERY
         self._step = -1  # the last step logged
         self._windows: dict[str, str] = {}  # logged name -> its window key
-        self._traces: dict[tuple[str, str], str] = {}  # (window key, trace) -> the logged name drawing it
+        self._traces: dict[tuple[str, str], str] = {}  # (window key, trace) -> the call drawing it, as said
         self._kinds: dict[str, str] = {}  # window key -> what it shows: "line", "images", "text", "histogram"
         self._last: dict[str, float] = {}  # each name's latest value, for the dashboard's final word
         self._config_shown = False
@@ -128,15 +128,18 @@ class Run:
             self._read_back()
 
     def _claim_trace(self, name: str) -> None:
-        """Give a newly logged name its window and trace, refusing one another name or pane has taken."""
+        """Give a newly logged name its window and trace, refusing one another name, plot or pane has taken."""
         key, trace = window_of(name), trace_of(name)
-        other = self._traces.get((key, trace))
-        if other is not None:
-            raise ValueError(f"{name!r} would draw trace {trace!r} of window {key.partition(':')[2]!r}, as "
-                             f"{other!r} does; log it under another name")
-        self._claim(key, "line")
-        self._traces[key, trace] = name
+        self._take_trace(key, trace, repr(name), f"{name!r} would draw")
         self._windows[name] = key
+
+    def _take_trace(self, key: str, trace: str, owner: str, who: str) -> None:
+        """Trace ``trace`` of line window ``key`` for ``owner`` (a logged name, a plot), unless another has it."""
+        other = self._traces.setdefault((key, trace), owner)
+        if other != owner:
+            raise ValueError(f"{who} trace {trace!r} of window {key.partition(':')[2]!r}, as {other} does; "
+                             "name it otherwise")
+        self._claim(key, "line")
 
     def _claim(self, key: str, kind: str) -> str:
         """The window ``key`` for a pane of ``kind``, or a ValueError when it shows another kind already."""
@@ -178,12 +181,20 @@ class Run:
         """
         self._check_open()
         self._read_back()  # what is held first: windows keep their first-use order
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        if isinstance(x, bool) or not isinstance(x, numbers.Real):
             raise TypeError(f"x must be a finite number, not {x!r:.40}")
+        try:
+            x = int(x) if isinstance(x, numbers.Integral) else float(x)  # numpy's numbers too, as JSON writes them
+            if not math.isfinite(x):
+                raise TypeError(f"x must be a finite number, not {x!r:.40}")
+        except OverflowError:
+            raise ValueError("x: a whole number too large for a float") from None
         win = self._claim(window_name(name), "line")
         if RESERVED_PLOT & set(map(str, values)):
             raise ValueError(f"{sorted(RESERVED_PLOT & set(map(str, values)))[0]!r} names a field of the run's "
                              "records; name the trace otherwise")
+        for trace in map(str, values):
+            self._take_trace(win, trace, f"run.plot({name!r})", f"run.plot({name!r}) would draw")
         points = dict(zip((str(k) for k in values), as_numbers(list(values.values()))))
         self.dir.append_metrics([{"kind": "plot", "step": max(self._step, 0), "window": name, "x": x,
                                   **{k: v if math.isfinite(v) else None for k, v in points.items()}}])
