@@ -119,6 +119,11 @@ BAD_FILES = [
                  "@dataclass(frozen=True)\nclass Config(TrainConfig):\n    help: int = 3\n"
                  "def build(config, device):\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n",
      "Config.help takes the name of an option trainviz has already (--help)"),
+    ("sweepclash.py", "from dataclasses import dataclass\nfrom torch import nn\n"
+                      "from trainers.core.config import TrainConfig\n@dataclass(frozen=True)\n"
+                      "class Config(TrainConfig):\n    trials: int = 3\n"
+                      "def build(config, device):\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n",
+     "Config.trials takes the name of an option trainviz has already (--trials)"),  # the sweep's: said in a run too
 ]
 
 

@@ -84,6 +84,8 @@ def trainer_command(trainer: Trainer) -> click.Command:
 
     for option in force:
         command = option(command)
+    if trainer.name not in TRAINERS:  # a file that runs also sweeps: a clash with the sweep's options is said now
+        sweep_command(trainer)
     return without_clashes(command, trainer)
 
 
