@@ -23,7 +23,9 @@ from trainers.cli import cli
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 FENCE = re.compile(r"^(?P<indent> *)```bash\n(?P<body>.*?)^(?P=indent)```", re.MULTILINE | re.DOTALL)
-INLINE = re.compile(r"`((?:trainviz|\./launch\.sh) [^`]*-[^`]*)`")  # with an option: a command, not a name
+INLINE = re.compile(r"`((?:trainviz|\./launch\.sh) [^`]+)`")
+# A command shown as an indented block: four spaces after a blank line, outside the fences.
+INDENTED = re.compile(r"(?<=\n\n) {4}((?:trainviz|\./launch\.sh) [^\n]+)")
 LAUNCH_OWN = {"test", "stop", "setup", "-j", "-h", "--help"}  # launch.sh's own words, not trainviz's
 # An inline span is a synopsis, not a command, when it holds placeholders or alternatives.
 SYNOPSIS = re.compile(r"\[|\.\.\.|\||\b[A-Z][A-Z_]+\b")
@@ -48,8 +50,20 @@ def commands() -> list[str]:
         for line in block.replace("\\\n", " ").splitlines():
             if line.strip().startswith(("trainviz ", "./launch.sh")):
                 found.append(line.strip())
-    found += [span for span in INLINE.findall(README.read_text()) if not SYNOPSIS.search(span)]
+    text = README.read_text()
+    outside = FENCE.sub("", text)
+    found += INDENTED.findall(outside)
+    # inline code: a command when it has options or arguments, a name (``trainviz replay``) when one word
+    found += [span for span in INLINE.findall(text)
+              if not SYNOPSIS.search(span) and (len(span.split()) > 2 or "-" in span)]
     return found
+
+
+def named_commands() -> list[str]:
+    """The commands inline code names in one word (`trainviz replay`): each must be one trainviz has."""
+    return sorted({span.split()[1] for span in INLINE.findall(README.read_text())
+                   if span.startswith("trainviz ") and len(span.split()) == 2
+                   and "-" not in span and not SYNOPSIS.search(span)})
 
 
 def words(line: str) -> list[str]:
@@ -85,6 +99,16 @@ def test_the_readme_shows_commands_to_check():
     found = commands()
     assert any(line.startswith("trainviz sweep ") for line in found)
     assert any(line.startswith("./launch.sh ") for line in found)
+
+
+def test_every_command_the_readme_names_is_one_trainviz_has():
+    assert "replay" in named_commands()
+    for name in named_commands():
+        assert name in cli.commands, f"README names `trainviz {name}`, which is no trainviz command"
+
+
+def test_the_fork_command_shown_as_an_indented_block_is_checked():
+    assert any(line.startswith("trainviz mlp --fork ") for line in commands())
 
 
 def leaves(group: click.Group):
