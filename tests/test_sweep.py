@@ -625,8 +625,9 @@ def test_the_parsed_search_space_is_printed_before_anything_starts(idx_dir, tmp_
     monkeypatch.setattr(sweep, "open_storage", refuse)
     result = CliRunner().invoke(cli, ["sweep", "mlp", "--data-dir", str(idx_dir), "--out", str(tmp_path / "out"),
                                       "--param", "dropout=0", "--param", "lr=0.01..0.3:log",
-                                      "--param", "hidden=100|200,200", "--param", "batch-size=16..64:int", "--trials", "4"])
-    assert result.exit_code == 2
+                                      "--param", "hidden=100|200,200", "--param", "batch-size=16..64:int", "--trials", "4",
+                                      "--jobs", "8"])  # more workers than trials: said after the space
+    assert result.exit_code == 2 and "--jobs 8 is more than the 4 trials" in result.output
     assert result.output.splitlines()[0] == ("search space: --dropout 0 (1 choice); --lr 0.01..0.3 (log scale); "
                                              "--hidden 100 | 200,200 (2 choices); --batch-size 16..64 (integers)")
     assert not (tmp_path / "out").exists()

@@ -211,9 +211,10 @@ def sweep_command(trainer: Trainer) -> click.Command:
                             "chosen trial's test accuracy is reported at the end")
         if not options["val_size"]:
             raise UserError("a sweep chooses on a validation split: give --val-size N above 0")
-        from trainers.sweeps.space import parse_params
+        from trainers.sweeps.space import describe, parse_params
 
         params = parse_params(specs, trainer.config, ctx.command, ctx)
+        click.echo(describe(params))  # first: a SPEC the shell cut short shows before anything starts
         config = trainer.config(trainer=trainer.name, **{**options, "test": False}).to_dict()
         from trainers.sweeps import study as sweep  # Optuna: only now that a sweep starts
 

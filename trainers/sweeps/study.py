@@ -45,7 +45,7 @@ from trainers.core.errors import UserError
 from trainers.core.run import Pruned, RunDir, RunHooks, process_alive
 from trainers.runs.table import epoch_records, text_table
 from trainers.sweeps import optuna_internals as internals
-from trainers.sweeps.space import PLUMBING, PRUNERS, Param, convert, describe, differences, grid_points
+from trainers.sweeps.space import PLUMBING, PRUNERS, Param, convert, differences, grid_points
 from viz.dashboard.sweep_board import SweepBoard, label, short
 from viz.paths import available_memory, human_bytes
 
@@ -602,7 +602,6 @@ def run(sweep: Sweep) -> None:
         UserError: the storage or the study cannot be used.
         click.exceptions.Exit: stopped by Ctrl-C (status 130) or SIGTERM (143).
     """
-    click.echo(describe(sweep.params))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if sweep.storage.startswith("sqlite") and sweep.jobs > 1:
         raise UserError("sqlite cannot take several workers writing at once (Optuna advises against it); "
