@@ -165,12 +165,42 @@ def test_public_server_asks_for_login_and_keeps_credentials_out_of_files(
     refused.value.close()
     assert refused.value.code == LOGIN_REFUSAL[frontend.visdom_version()]
     assert (home / ".visdom" / "COOKIE_SECRET").is_file()
+    check_logins(port, tmp_path, monkeypatch)
     for path in (cache, home):
         for file in path.rglob("*"):
             if file.is_file():
                 assert b"s3cret-pw-for-test" not in file.read_bytes(), file
     assert server.stop(port) is True
     assert process_gone(info.pid)
+
+
+def check_logins(port: int, tmp_path: Path, monkeypatch) -> None:
+    """Against a server started with alice's login: hers is let in; a wrong or missing one is one line."""
+    from trainers.cli import cli
+    from viz.dashboard.client import LoginRefused, connect
+    from viz.dashboard.sender import VisdomSink
+
+    assert connect("http://localhost", port, "logins") is not None
+    monkeypatch.setenv("VISDOM_PASSWORD", "not-hers")
+    with pytest.raises(LoginRefused, match="refused the login of VISDOM_USERNAME 'alice': check VISDOM_PASSWORD"):
+        connect("http://localhost", port, "logins")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"trainer": "mlp", "env": "logins"}')
+    (run / "events.jsonl").write_text('{"kind": "text", "win": "mistakes", "text": "none"}\n')
+    replay = CliRunner().invoke(cli, ["replay", str(run), "--port", str(port)])
+    assert replay.exit_code == 2 and replay.output.strip().splitlines() == [
+        f"Error: the visdom server at http://localhost:{port} refused the login of VISDOM_USERNAME 'alice': "
+        "check VISDOM_PASSWORD"]
+    # a run streaming to it trains on, says so once, and keeps its events for a replay with the right login
+    sink = VisdomSink("http://localhost", port, "logins", run / "live.jsonl")
+    sink.scalars("loss", x=1, values={"train": 0.5})
+    sink.close()
+    assert sink.listen(lambda: None, lambda request: None) is None
+    assert len((run / "live.jsonl").read_text().splitlines()) == 1
+    monkeypatch.delenv("VISDOM_USERNAME")
+    with pytest.raises(LoginRefused, match="asks for a login: set VISDOM_USERNAME and VISDOM_PASSWORD"):
+        connect("http://localhost", port, "logins")
 
 
 @needs_frontend

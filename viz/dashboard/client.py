@@ -25,6 +25,8 @@ import zlib
 import numpy as np
 import requests
 
+from trainers.core.errors import UserError
+
 REQUEST_TIMEOUT = 10.0  # seconds; a hung server must not hang a sender forever
 
 
@@ -83,11 +85,19 @@ def gaps(values) -> list:
     return [v if v is None or math.isfinite(v) else None for v in values]
 
 
+class LoginRefused(UserError):
+    """The server asks for a login that VISDOM_USERNAME and VISDOM_PASSWORD do not give."""
+
+
 class Client(visdom.Visdom):
     """A Visdom client whose requests time out and whose connection errors are raised, not printed."""
 
+    status = None  # the HTTP status of the last request's answer
+
     def _handle_post(self, url, data=None):
-        return self.session.post(url, data=data or {}, timeout=REQUEST_TIMEOUT).text
+        answer = self.session.post(url, data=data or {}, timeout=REQUEST_TIMEOUT)
+        self.status = answer.status_code
+        return answer.text
 
     def win_exists(self, win, env=None):
         """Whether the window is on the server; ConnectionError when the server does not answer."""
@@ -122,7 +132,6 @@ class Client(visdom.Visdom):
         trace = {"x": gaps(x), "y": gaps(y), "name": name, "type": "scatter", "mode": "lines"}
         return self._send({"data": [trace], "win": win, "eid": env, "name": name, "append": True,
                            "layout": visdom._opts2layout(opts), "opts": opts}, endpoint="update")
-
 
     def record_run(self, env: str, settings: dict) -> None:
         """List the run among visdom's experiments with its settings as params (visdom 0.3.0+)."""
@@ -164,10 +173,29 @@ def png_bytes(image: np.ndarray) -> bytes:
             + chunk(b"IEND", b""))
 
 
+# How visdom answers a request without its login cookie: 0.2.4 with 400, 0.3.0 with 401.
+LOGIN_NEEDED = (400, 401)
+
+
 def connect(server: str, port: int, env: str) -> Client | None:
-    """A client for ``env`` on the server, or None when it does not answer."""
+    """A client for ``env`` on the server, or None when it does not answer.
+
+    Raises:
+        LoginRefused: the server asks for a login, and VISDOM_USERNAME and VISDOM_PASSWORD
+            give none or one it refuses.
+    """
+    username = os.environ.get("VISDOM_USERNAME")
     try:
-        return Client(server=server, port=port, env=env, raise_exceptions=True, use_incoming_socket=False,
-                      username=os.environ.get("VISDOM_USERNAME"), password=os.environ.get("VISDOM_PASSWORD"))
+        client = Client(server=server, port=port, env=env, raise_exceptions=True, use_incoming_socket=False,
+                        username=username, password=os.environ.get("VISDOM_PASSWORD"))
     except (ConnectionError, requests.RequestException):
         return None
+    except RuntimeError as err:  # visdom's word for a login the server refused
+        if str(err) != "Authentication failed":
+            raise
+        raise LoginRefused(f"the visdom server at {server}:{port} refused the login of VISDOM_USERNAME "
+                           f"{username!r}: check VISDOM_PASSWORD") from None
+    if client.status in LOGIN_NEEDED:  # its first request, which makes the environment, was refused
+        raise LoginRefused(f"the visdom server at {server}:{port} asks for a login: set VISDOM_USERNAME and "
+                           "VISDOM_PASSWORD to the ones it was started with")
+    return client

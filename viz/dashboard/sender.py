@@ -17,7 +17,7 @@ from pathlib import Path
 
 import requests
 
-from viz.dashboard.client import connect
+from viz.dashboard.client import LoginRefused, connect
 from viz.dashboard.controls import Listener
 from viz.dashboard.render import Renderer
 from viz.dashboard.sink import POINT_KINDS, Sink, read_events
@@ -70,9 +70,15 @@ class VisdomSink(Sink):
         self._stale = rebuild_first
         self._reported = False  # an unexpected sending error was already shown
         self._pane_seconds = 0.0
-        self.vis = connect_with(server, port, env)
+        self._refused = False  # the server refused the login: this process's credentials will not change
+        try:
+            self.vis = connect_with(server, port, env)
+        except LoginRefused as err:
+            self.vis, self._refused = None, True
+            print(f"warning: {err}; training goes on, and `trainviz replay {self.events_path.parent}` draws "
+                  "it once the login is right", file=sys.stderr)
         self.renderer = Renderer(self.vis, env) if self.vis else None
-        if self.vis is None:
+        if self.vis is None and not self._refused:
             self._stale = True
             print(f"warning: no visdom server answers at {server}:{port}; training goes on and the "
                   f"dashboard fills in once one starts (trainviz server start --port {port}), or later with "
@@ -91,8 +97,10 @@ class VisdomSink(Sink):
             if event["kind"] == "save":
                 self._wake.notify()
 
-    def listen(self, state, deliver) -> Listener:
+    def listen(self, state, deliver) -> Listener | None:
         """Listen to the control pane on this sink's server, with its login cookie when it asks for one."""
+        if self._refused:
+            return None
         session = getattr(self.vis, "session", None)
         cookie = session.cookies.get("user_password") if session is not None else None
         return Listener(self.server, self.port, self.env, state, deliver, cookie=cookie,
@@ -129,6 +137,8 @@ class VisdomSink(Sink):
 
     def _deliver(self, batch: list[dict]) -> None:
         """Send a batch; on any failure mark the run stale so the next delivery rebuilds it."""
+        if self._refused:
+            return
         try:
             if self.vis is None:
                 self.vis = self._connect(self.server, self.port, self.env)
