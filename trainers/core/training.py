@@ -888,13 +888,17 @@ def check_fits(file: Path, parts: Parts, state: dict) -> None:
 
 
 def progress_fits(progress) -> bool:
-    """Whether a checkpoint's progress holds only Progress's fields, each of its type (counts whole, sums finite)."""
+    """Whether a checkpoint's progress holds only Progress's fields, each of its type (counts whole, not negative).
+
+    A sum may be NaN: a run stopped after a step whose loss was NaN and not yet read back,
+    whose resume then diverges as the run would have.
+    """
     def of_type(field: dataclasses.Field, value) -> bool:
         if field.name == "order_state":
             return value is None or isinstance(value, torch.Tensor)
         if isinstance(field.default, int):
             return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
 
     fields = {field.name: field for field in dataclasses.fields(Progress)}
     return isinstance(progress, dict) and progress.keys() <= fields.keys() and all(
