@@ -190,12 +190,13 @@ class Run:
         except OverflowError:
             raise ValueError("x: a whole number too large for a float") from None
         win = self._claim(window_name(name), "line")
-        if RESERVED_PLOT & set(map(str, values)):
-            raise ValueError(f"{sorted(RESERVED_PLOT & set(map(str, values)))[0]!r} names a field of the run's "
+        traces = [str(trace) for trace in values]
+        if RESERVED_PLOT & set(traces):
+            raise ValueError(f"{sorted(RESERVED_PLOT & set(traces))[0]!r} names a field of the run's "
                              "records; name the trace otherwise")
-        for trace in map(str, values):
+        for trace in traces:
             self._take_trace(win, trace, f"run.plot({name!r})", f"run.plot({name!r}) would draw")
-        points = dict(zip((str(k) for k in values), as_numbers(list(values.values()))))
+        points = dict(zip(traces, as_numbers(list(values.values()))))
         self.dir.append_metrics([{"kind": "plot", "step": max(self._step, 0), "window": name, "x": x,
                                   **{k: v if math.isfinite(v) else None for k, v in points.items()}}])
         self._last.update((f"{trace}/{name}", value) for trace, value in points.items())  # as ``log`` names them

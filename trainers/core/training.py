@@ -35,6 +35,7 @@ from viz.dashboard.controls import PaneState
 from viz.dashboard.windows import SMOOTHING, STEERED
 from viz.panes import sample_indices
 from viz.paths import available_memory, free_space, human_bytes, no_space
+from viz.values import is_number, is_whole
 
 # The costly dashboard panes may take this share of the run's time (their measured cost
 # decides how often they are refreshed); the curves are drawn every epoch regardless.
@@ -881,7 +882,7 @@ def check_fits(file: Path, parts: Parts, state: dict) -> None:
     events = state.get("events", 0)
     fits = fits and progress_fits(state["progress"]) and steering_fits(state.get("steering", [])) \
         and isinstance(state["generator"], torch.Tensor) and isinstance(state["optimizer"], dict) \
-        and isinstance(events, int) and not isinstance(events, bool) and events >= 0
+        and is_whole(events) and events >= 0
     if not fits:
         raise Damaged(file, "its weights or progress do not fit the model its settings describe",
                       "restore it from a copy of the run folder")
@@ -897,8 +898,8 @@ def progress_fits(progress) -> bool:
         if field.name == "order_state":
             return value is None or isinstance(value, torch.Tensor)
         if isinstance(field.default, int):
-            return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+            return is_whole(value) and value >= 0
+        return is_number(value)
 
     fields = {field.name: field for field in dataclasses.fields(Progress)}
     return isinstance(progress, dict) and progress.keys() <= fields.keys() and all(
@@ -907,10 +908,7 @@ def progress_fits(progress) -> bool:
 
 def steering_fits(changes) -> bool:
     """Whether a checkpoint's rate changes are [step, factor] pairs: whole steps ascending, finite factors above 0."""
-    if not isinstance(changes, list) or not all(
-            isinstance(change, list) and len(change) == 2 and isinstance(change[0], int)
-            and not isinstance(change[0], bool) and isinstance(change[1], (int, float))
-            and not isinstance(change[1], bool) and math.isfinite(change[1]) and change[1] > 0 for change in changes):
-        return False
-    steps = [step for step, _ in changes]
-    return steps == sorted(steps) and all(step >= 0 for step in steps)
+    return isinstance(changes, list) and all(
+        isinstance(change, list) and len(change) == 2 and is_whole(change[0]) and change[0] >= 0
+        and is_number(change[1]) and math.isfinite(change[1]) and change[1] > 0 for change in changes) \
+        and [step for step, _ in changes] == sorted(step for step, _ in changes)
