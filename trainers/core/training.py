@@ -148,6 +148,22 @@ def train(config: TrainConfig, data: Data | None = None, *, labels: dict | None 
 def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: RunHooks,
            writer: contextlib.ExitStack, given: frozenset[str], force: bool) -> dict:
     """``train``'s work; ``writer`` takes the run folder's lock as soon as the folder is known."""
+    training = prepare(config, data, labels, hooks, writer, given, force)
+    record = training.train()
+    accuracy = f"test accuracy {record['test_acc']:.4f}" if "test_acc" in record else \
+        f"validation accuracy {record['val_acc']:.4f}"
+    print(f"{training.run.path}: {accuracy} after {record['epoch']} epochs", flush=True)
+    return record
+
+
+def prepare(config: TrainConfig, data: Data | None, labels: dict | None, hooks: RunHooks,
+            writer: contextlib.ExitStack, given: frozenset[str], force: bool) -> Training:
+    """Everything a run needs before its first step: settings, data, model, run folder and reporter.
+
+    A resume or fork reads its checkpoint first, so its settings decide the data and the
+    model. What can be refused is refused before the folder is made (a new run) or
+    written (a resume), so a bad command line leaves nothing behind.
+    """
     device = resolve_device(config.device)
     state, parent, changes = None, None, {}  # a resumed or forked run's checkpoint; a fork's parent
     resumed = config.resume is not None
@@ -166,9 +182,49 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
         check_model_file(parent, config.trainer, force)
     if not config.test and not config.val_size:
         raise UserError("--no-test leaves nothing to evaluate: give --val-size N too")
+    data = held_out_data(config, data, device, from_checkpoint=state is not None)
+
+    # The model before the folder: one that cannot be allocated leaves nothing behind.
+    torch.manual_seed(config.seed)
+    parts = build(config, device)
+    check_output(parts, data, config.trainer)
+    generator = torch.Generator().manual_seed(config.seed)
+    progress = Progress()
+    if state is not None:  # before a fork's folder is made: a checkpoint that does not fit leaves nothing behind
+        source = parent.epoch_checkpoint(config.from_epoch) if parent else run.checkpoint_file
+        progress = restore(parent or run, source, parts, state, generator, config.trainer, force)
+        set_hyperparameters(parts, changes)
+    if resumed:
+        settings = resumed_folder(run, config, state, progress)
+    else:
+        run = new_run(config, labels)
+        writer.enter_context(run.writing())
+        settings = {**config.to_dict(), **(labels or {}), "env": config.env or run.name, "run_dir": str(run.path),
+                    "torch": torch.__version__, "device_name": str(device), "data_source": str(data.source),
+                    **model_file(config.trainer)}
+        if parent is not None:
+            settings |= {"fork_of": str(parent.path.resolve()), "fork_epoch": config.from_epoch,
+                         "fork_changes": changes}
+        run.write_config(settings)
+        if parent is not None:  # a fork's history up to its epoch is its parent's
+            copy_history(parent, run, progress.step)
+    schedule = Schedule(config.schedule, config.lr, config.epochs, math.ceil(len(data.train) / config.batch_size))
+    # The rate changes made from the dashboard go on in a resumed run and in a fork that keeps the rate.
+    steering = Steering(schedule, state.get("steering", []) if state is not None and "lr" not in changes else [])
+    report = Reporter(config, run, make_sink(config, run, resumed=resumed), settings, data, parts, steering,
+                      resumed=resumed)
+    if parent is not None:
+        report.history(run.read_metrics())
+    return Training(config, run, data, parts, generator, progress, steering, report, hooks,
+                    trial=(labels or {}).get("trial") is not None, saved_epoch=progress.epoch if resumed else None)
+
+
+def held_out_data(config: TrainConfig, data: Data | None, device: torch.device, from_checkpoint: bool) -> Data:
+    """The run's data (``data``, or ``config.dataset`` loaded) with its validation split held out, or a UserError."""
     if data is None:
-        if state is not None and config.data_dir is not None and not config.data_dir.exists():
-            again = f"--resume {config.resume}" if resumed else f"--fork {config.fork} --from-epoch {config.from_epoch}"
+        if from_checkpoint and config.data_dir is not None and not config.data_dir.exists():
+            again = f"--resume {config.resume}" if config.resume is not None else \
+                f"--fork {config.fork} --from-epoch {config.from_epoch}"
             raise UserError(f"the run's data folder {config.data_dir} is gone; give the folder that holds the "
                             f"files now: {command_of(config.trainer)} {again} --data-dir FOLDER")
         try:
@@ -181,123 +237,120 @@ def _train(config: TrainConfig, data: Data | None, labels: dict | None, hooks: R
         raise UserError(str(err)) from None
     if config.batch_size > len(data.train):
         raise UserError(f"--batch-size {config.batch_size} is larger than the {len(data.train)} training samples")
+    return data
 
-    # The model before the folder: one that cannot be allocated leaves nothing behind.
-    torch.manual_seed(config.seed)
-    parts = build(config, device)
-    check_output(parts, data, config.trainer)
-    generator = torch.Generator().manual_seed(config.seed)
-    progress = Progress()
-    if state is not None:  # before a fork's folder is made: a checkpoint that does not fit leaves nothing behind
-        source = parent.epoch_checkpoint(config.from_epoch) if parent else run.checkpoint_file
-        progress = restore(parent or run, source, parts, state, generator, config.trainer, force)
-        set_hyperparameters(parts, changes)
-    if not resumed:
-        run = new_run(config, labels)
-        writer.enter_context(run.writing())
-        settings = {**config.to_dict(), **(labels or {}), "env": config.env or run.name, "run_dir": str(run.path),
-                    "torch": torch.__version__, "device_name": str(device), "data_source": str(data.source),
-                    **model_file(config.trainer)}
-        if parent is not None:
-            settings |= {"fork_of": str(parent.path.resolve()), "fork_epoch": config.from_epoch,
-                         "fork_changes": changes}
-        run.write_config(settings)
-        if parent is not None:  # a fork's history up to its epoch is its parent's
-            copy_history(parent, run, progress.step)
-    else:
-        run.truncate_metrics(progress.step)
-        run.truncate_events(state.get("events"))
-        # What this command line changed (a larger --epochs, a new --data-dir) is the run's now.
-        recorded = run.read_config()
-        updated = {key: value for key, value in config.to_dict().items()
-                   if key in ("epochs", "data_dir") and recorded.get(key) != value}
-        if updated:
-            run.update_config(**updated)
-        settings = {**recorded, **updated}
-    schedule = Schedule(config.schedule, config.lr, config.epochs, math.ceil(len(data.train) / config.batch_size))
-    # The rate changes made from the dashboard go on in a resumed run and in a fork that keeps the rate.
-    steering = Steering(schedule, state.get("steering", []) if state is not None and "lr" not in changes else [])
-    report = Reporter(config, run, make_sink(config, run, resumed=resumed), settings, data, parts, steering,
-                      resumed=resumed)
-    if parent is not None:
-        report.history(run.read_metrics())
-    saved = {"epoch": progress.epoch if resumed else None}  # the last checkpoint written
 
-    def save() -> None:
-        run.save_checkpoint(checkpoint(parts, config, progress, generator, steering, run.events_size()))
-        if progress.batch == 0:  # the end of an epoch: kept for forks
-            run.keep_epoch(progress.epoch, None if config.keep_checkpoints else KEEP_EPOCHS)
-        saved["epoch"] = progress.epoch
+def resumed_folder(run: RunDir, config: TrainConfig, state: dict, progress: Progress) -> dict:
+    """A resumed run's folder cut back to its checkpoint, with this command line's changes; its settings."""
+    run.truncate_metrics(progress.step)
+    run.truncate_events(state.get("events"))
+    # What this command line changed (a larger --epochs, a new --data-dir) is the run's now.
+    recorded = run.read_config()
+    updated = {key: value for key, value in config.to_dict().items()
+               if key in ("epochs", "data_dir") and recorded.get(key) != value}
+    if updated:
+        run.update_config(**updated)
+    return {**recorded, **updated}
 
-    def epoch_done(record: dict, evaluations: dict[str, Evaluation]) -> None:
-        report.epoch(record, evaluations)  # first, so the sender draws while the checkpoint is written
-        if record["epoch"] % config.save_every == 0 or record["epoch"] == config.epochs:
-            save()
-        tqdm.write(epoch_line(record, config.epochs))
-        hooks.epoch(record)
 
-    # The handlers stay installed while a stop is saved, so a second signal still quits at once.
-    with StopSignals() as stop:
-        pilot = Pilot(steering, record=report.control, show=report.controls, refresh=report.refresh,
-                      fork=lambda: start_fork(config, run, progress.epoch), stop_signal=stop.requested,
-                      prune=Pruned if (labels or {}).get("trial") is not None else None)
-        try:
+@dataclasses.dataclass
+class Training:
+    """A run ready to train, as ``prepare`` made it: ``train`` trains it, writing its checkpoints as it goes."""
+
+    config: TrainConfig
+    run: RunDir
+    data: Data
+    parts: Parts
+    generator: torch.Generator  # the shuffling's
+    progress: Progress  # where the run stands, moved on as it trains
+    steering: Steering  # the learning rate, with the dashboard's changes
+    report: Reporter
+    hooks: RunHooks
+    trial: bool  # a sweep's trial, which may be pruned
+    saved_epoch: int | None  # the epoch the last checkpoint written ended (None: none yet)
+
+    def train(self) -> dict:
+        """Train to the last epoch and return its record, or stop, diverge, be pruned or fail.
+
+        Each ending is recorded in status.json and on the dashboard; a stop or a prune
+        saves a checkpoint first, and a failure keeps the checkpoint and metrics written.
+        """
+        config, run, progress, report = self.config, self.run, self.progress, self.report
+        # The handlers stay installed while a stop is saved, so a second signal still quits at once.
+        with StopSignals() as stop:
+            pilot = Pilot(self.steering, record=report.control, show=report.controls, refresh=report.refresh,
+                          fork=lambda: start_fork(config, run, progress.epoch), stop_signal=stop.requested,
+                          prune=Pruned if self.trial else None)
             try:
-                run.write_status("running")
-                hooks.started(run)
-                report.steer(pilot, progress.step)
-                hooks.steer(steering)
-                record = fit(parts, data, epochs=config.epochs, batch_size=config.batch_size, generator=generator,
-                             progress=progress, schedule=steering, log_every=config.log_every, on_steps=report.steps,
-                             on_epoch=epoch_done, should_stop=lambda: pilot(progress.step),
-                             paused=lambda: pilot.paused_seconds)
-            except Interrupted:
-                report.flush()  # before the checkpoint, which says where its events end
-                save()
-                report.end("stopped", epoch=progress.epoch, step=progress.step)
-                how, status = (f"{signal.Signals(stop.signum).name}", 128 + stop.signum) if stop.signum \
-                    else ("stopped from the dashboard", 0)
-                raise Stopped(
-                    f"{how} at epoch {progress.epoch + 1}, step {progress.step}: "
-                    f"checkpoint and metrics saved in {run.path}; continue with: "
-                    f"{command_of(config.trainer)} --resume {run.path}",
-                    status,
-                ) from None
-            except Diverged as err:
-                report.end("diverged", step=err.step)
-                if run.checkpoint_file.is_file():
-                    kept = f"the last good epoch's checkpoint and metrics are in {run.path}"
-                elif run.metrics_file.is_file():
-                    kept = f"it diverged before its first checkpoint; the steps' metrics are in {run.metrics_file}"
-                else:
-                    kept = "it diverged before its first checkpoint or metrics"
-                raise DivergedError(f"{err}; {kept}. Try a smaller --lr") from None
-            except Pruned:
-                report.flush()
-                save()
-                report.end("pruned", epoch=progress.epoch)
+                try:
+                    run.write_status("running")
+                    self.hooks.started(run)
+                    report.steer(pilot, progress.step)
+                    self.hooks.steer(self.steering)
+                    record = fit(self.parts, self.data, epochs=config.epochs, batch_size=config.batch_size,
+                                 generator=self.generator, progress=progress, schedule=self.steering,
+                                 log_every=config.log_every, on_steps=report.steps, on_epoch=self.epoch_done,
+                                 should_stop=lambda: pilot(progress.step), paused=lambda: pilot.paused_seconds)
+                except Interrupted:
+                    report.flush()  # before the checkpoint, which says where its events end
+                    self.save()
+                    report.end("stopped", epoch=progress.epoch, step=progress.step)
+                    how, status = (f"{signal.Signals(stop.signum).name}", 128 + stop.signum) if stop.signum \
+                        else ("stopped from the dashboard", 0)
+                    raise Stopped(
+                        f"{how} at epoch {progress.epoch + 1}, step {progress.step}: "
+                        f"checkpoint and metrics saved in {run.path}; continue with: "
+                        f"{command_of(config.trainer)} --resume {run.path}",
+                        status,
+                    ) from None
+                except Diverged as err:
+                    report.end("diverged", step=err.step)
+                    if run.checkpoint_file.is_file():
+                        kept = f"the last good epoch's checkpoint and metrics are in {run.path}"
+                    elif run.metrics_file.is_file():
+                        kept = f"it diverged before its first checkpoint; the steps' metrics are in {run.metrics_file}"
+                    else:
+                        kept = "it diverged before its first checkpoint or metrics"
+                    raise DivergedError(f"{err}; {kept}. Try a smaller --lr") from None
+                except Pruned:
+                    report.flush()
+                    self.save()
+                    report.end("pruned", epoch=progress.epoch)
+                    raise
+                except ModelError as err:
+                    if config.trainer in TRAINERS:  # a built-in model that fails is trainviz's bug: its traceback
+                        raise err.__cause__ from None
+                    raise UserError(model_failed(err, run, config.trainer, self.saved_epoch)) from None
+                report.end("finished", epoch=record["epoch"])
+            except (Stopped, DivergedError, Pruned):
                 raise
-            except ModelError as err:
-                if config.trainer in TRAINERS:  # a built-in model that fails is trainviz's bug: its traceback
-                    raise err.__cause__ from None
-                raise UserError(model_failed(err, run, config.trainer, saved["epoch"])) from None
-            report.end("finished", epoch=record["epoch"])
-        except (Stopped, DivergedError, Pruned):
-            raise
-        except BaseException as err:
-            if run.read_status().get("status") == "running":  # not ended yet
-                # On a full disk the status is rewritten in place; the dashboard's copy may not be written.
-                with contextlib.suppress(OSError):
-                    report.end("failed", error=f"{type(err).__name__}: {err}")
-            if no_space(err):
-                raise DiskFull(disk_full(err, run, config, saved["epoch"])) from None
-            raise
-        finally:
-            report.close()
-    accuracy = f"test accuracy {record['test_acc']:.4f}" if "test_acc" in record else \
-        f"validation accuracy {record['val_acc']:.4f}"
-    print(f"{run.path}: {accuracy} after {record['epoch']} epochs", flush=True)
-    return record
+            except BaseException as err:
+                if run.read_status().get("status") == "running":  # not ended yet
+                    # On a full disk the status is rewritten in place; the dashboard's copy may not be written.
+                    with contextlib.suppress(OSError):
+                        report.end("failed", error=f"{type(err).__name__}: {err}")
+                if no_space(err):
+                    raise DiskFull(disk_full(err, run, config, self.saved_epoch)) from None
+                raise
+            finally:
+                report.close()
+        return record
+
+    def epoch_done(self, record: dict, evaluations: dict[str, Evaluation]) -> None:
+        """An epoch ended: its report, a checkpoint every --save-every epochs and at the last, its line, the hooks."""
+        self.report.epoch(record, evaluations)  # first, so the sender draws while the checkpoint is written
+        if record["epoch"] % self.config.save_every == 0 or record["epoch"] == self.config.epochs:
+            self.save()
+        tqdm.write(epoch_line(record, self.config.epochs))
+        self.hooks.epoch(record)
+
+    def save(self) -> None:
+        """Write the checkpoint of where the run stands; one at an epoch's end is also kept for forks."""
+        self.run.save_checkpoint(checkpoint(self.parts, self.config, self.progress, self.generator, self.steering,
+                                            self.run.events_size()))
+        if self.progress.batch == 0:
+            self.run.keep_epoch(self.progress.epoch, None if self.config.keep_checkpoints else KEEP_EPOCHS)
+        self.saved_epoch = self.progress.epoch
 
 
 class Reporter:
