@@ -241,7 +241,7 @@ def held_out_data(config: TrainConfig, data: Data | None, device: torch.device, 
 
 
 def resumed_folder(run: RunDir, config: TrainConfig, state: dict, progress: Progress) -> dict:
-    """A resumed run's folder cut back to its checkpoint, with this command line's changes; its settings."""
+    """Cut a resumed run's folder back to its checkpoint and record this command line's changes; return its settings."""
     run.truncate_metrics(progress.step)
     run.truncate_events(state.get("events"))
     # What this command line changed (a larger --epochs, a new --data-dir) is the run's now.
@@ -267,7 +267,7 @@ class Training:
     report: Reporter
     hooks: RunHooks
     trial: bool  # a sweep's trial, which may be pruned
-    saved_epoch: int | None  # the epoch the last checkpoint written ended (None: none yet)
+    saved_epoch: int | None  # epochs done at the last checkpoint written, or the one a resume continues (None: none)
 
     def train(self) -> dict:
         """Train to the last epoch and return its record, or stop, diverge, be pruned or fail.
