@@ -62,6 +62,21 @@ def test_batches_cover_the_split_once_in_a_seeded_order(tmp_path):
     assert torch.equal(torch.cat(first).sort().values, data.train.labels.sort().values)
 
 
+def test_standardized_batches_use_the_training_splits_mean_and_std_in_every_split(tmp_path):
+    data = load("mnist", write_idx_dir(tmp_path / "idx"), CPU)
+    plain = data.held_out(100)
+    standard = plain.standardized()
+    unit = plain.train.pixels.double() / 255
+    mean, std = unit.mean().item(), unit.std().item()  # the training images', not the validation's
+    assert (standard.train.mean, standard.train.std) == pytest.approx((mean, std), rel=1e-9)
+    for split in ("train", "val", "test"):
+        (images, _), (scaled, _) = (next(getattr(d, split).batches(50)) for d in (plain, standard))
+        assert images.min() >= 0 and images.max() <= 1
+        torch.testing.assert_close(scaled, (images - mean) / std)
+    whole = data.standardized()  # a split held out afterwards keeps its statistics
+    assert (whole.held_out(100).val.mean, whole.held_out(100).val.std) == (whole.train.mean, whole.train.std)
+
+
 @pytest.fixture
 def mirror(tmp_path):
     """A loopback HTTP server serving a synthetic dataset's gzipped files."""

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from tests.conftest import synthetic_split
 from trainers.cli import cli
 from trainers.core import loop
-from trainers.core.data import Data, Split, floats
+from trainers.core.data import Data, Split
 from trainers.core.loop import Parts, Progress, evaluate, fit
 from trainers.core.run import RunDir
 from trainers.models.mlp import MLP
@@ -108,7 +108,7 @@ def test_evaluate_weights_a_smaller_last_batch_by_its_size(monkeypatch):
 
     parts.model.eval()
     with torch.no_grad():
-        logits = parts.model(floats(split.pixels))
+        logits = parts.model(split.floats(split.pixels))
     assert result.loss == pytest.approx(F.cross_entropy(logits, split.labels).item(), rel=1e-6)
     assert torch.equal(result.predictions, logits.argmax(dim=1))
     assert result.accuracy == pytest.approx((logits.argmax(dim=1) == split.labels).sum().item() / N, abs=1e-7)

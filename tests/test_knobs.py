@@ -8,9 +8,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from trainers.catalog import TRAINERS
 from trainers.cli import cli
+from trainers.core.config import MLPConfig
 from trainers.core.data import Data, Split
 from trainers.core.schedule import Schedule
+from trainers.core.training import held_out_data
 from trainers.models.mlp import MLP
 from trainers.models.mlp_lowlevel import LowLevelMLP, dropout
 from trainers.models.scratch_softmax import SGD
@@ -95,6 +98,29 @@ def test_the_validation_split_is_fixed_disjoint_and_leaves_test_alone():
     assert data.held_out(0).val is None
 
 
+def test_no_trainer_standardizes_by_default_and_a_run_saved_before_the_setting_did_not():
+    assert not any(trainer.config().standardize for trainer in TRAINERS.values())
+    saved = MLPConfig(standardize=True).to_dict()
+    assert MLPConfig.from_dict(saved).standardize is True
+    del saved["standardize"]
+    assert MLPConfig.from_dict(saved).standardize is False
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_a_run_that_standardizes_draws_its_batches_standardized_with_its_training_images_statistics(standardize):
+    pixels = torch.arange(256, dtype=torch.uint8).repeat(4)[:1000].view(-1, 1, 1, 1).expand(-1, 1, 28, 28)
+    data = Data(train=Split(pixels, torch.zeros(1000, dtype=torch.long)), test=None, classes=tuple("0123456789"),
+                source=None)
+    config = MLPConfig(trainer="mlp", standardize=standardize, val_size=100, test=False)
+    held = held_out_data(config, data, torch.device("cpu"), from_checkpoint=False)
+    trained_on = held.train.pixels.double() / 255
+    mean, std = trained_on.mean().item(), trained_on.std().item()
+    for split in (held.train, held.val):
+        images, _ = next(split.batches(50))
+        unit = split.pixels[:50].float() / 255
+        torch.testing.assert_close(images, ((unit - mean) / std).float() if standardize else unit)
+
+
 def test_a_run_with_a_validation_split_and_no_test_records_only_validation(idx_dir, tmp_path):
     out = tmp_path / "runs"
     result = CliRunner().invoke(cli, ["mlp", "--data-dir", str(idx_dir), "--out", str(out), "--no-viz",
@@ -102,6 +128,7 @@ def test_a_run_with_a_validation_split_and_no_test_records_only_validation(idx_d
                                       "--schedule", "step", "--momentum", "0.5", "--dropout", "0.2"])
     assert result.exit_code == 0, result.output
     (run_dir,) = out.iterdir()
+    assert json.loads((run_dir / "config.json").read_text())["standardize"] is False
     epochs = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
               if r["kind"] == "epoch"]
     assert [set(r) for r in epochs] == [

@@ -10,10 +10,12 @@ import json
 import os
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from tests.conftest import FASHION_DIR
 from trainers.catalog import TRAINERS
+from trainers.core.data import load
 from trainers.cli import cli
 
 pytestmark = pytest.mark.slow
@@ -34,3 +36,10 @@ def test_one_epoch_on_fashion_mnist(trainer, tmp_path, monkeypatch):
     last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["kind"] == "epoch" and last["step"] == 375  # 60000 / 160
     assert last["test_acc"] > 0.75, last
+
+
+def test_standardized_fashion_mnist_pixels_have_mean_0_and_std_1():
+    data = load("fashion-mnist", FASHION_DIR, torch.device("cpu")).standardized()
+    assert (data.train.mean, data.train.std) == pytest.approx((0.2860, 0.3530), abs=1e-4)  # as torchvision users know
+    images = torch.cat([images for images, _ in data.train.batches(10_000)])
+    assert abs(images.mean().item()) < 1e-3 and abs(images.std().item() - 1) < 1e-3

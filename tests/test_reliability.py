@@ -53,8 +53,11 @@ def wait_for_epoch(out: Path, epoch: int, proc: subprocess.Popen, timeout: float
 
 
 # Every knob that keeps state or draws random numbers: momentum buffers, the schedule's
-# position, dropout masks, the validation split.
-KNOBS = ["--momentum", "0.9", "--weight-decay", "0.001", "--schedule", "cosine", "--val-size", "300"]
+# position, dropout masks, the validation split, the standardizing statistics. lr 0.003: in batches
+# of 4 with momentum 0.9 the MLPs diverge from lr 0.01 up on the standardized synthetic images
+# (their bright band lies 3 standard deviations out).
+KNOBS = ["--standardize", "--lr", "0.003", "--momentum", "0.9", "--weight-decay", "0.001", "--schedule", "cosine",
+         "--val-size", "300"]
 
 
 @pytest.mark.slow

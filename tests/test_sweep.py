@@ -472,7 +472,9 @@ def test_a_studys_name_stays_what_it_was_so_the_same_command_continues_it():
     from trainers.sweeps.space import default_study_name, space
 
     config = TRAINERS["mlp"].config(trainer="mlp", val_size=5000, test=False).to_dict()
-    assert default_study_name(space("mlp", [], config, 16)) == "mlp-315e5e"
+    assert default_study_name(space("mlp", [], config, 16)) == "mlp-315e5e"  # as before --standardize existed
+    standardized = TRAINERS["mlp"].config(trainer="mlp", val_size=5000, test=False, standardize=True).to_dict()
+    assert default_study_name(space("mlp", [], standardized, 16)) == "mlp-75cb82"
 
 
 def test_two_spaces_differ_in_the_options_that_differ_only():

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from trainers.core.config import TrainConfig
-from trainers.core.data import Data, Split, floats
+from trainers.core.data import Data, Split
 from trainers.core.loop import Evaluation, Parts
 from trainers.core.report import learned_weights, report_curves, report_layers, report_panes
 from trainers.core.run import RunDir
@@ -514,7 +514,7 @@ def tiny_report(with_grad: bool = True, predicted=PREDICTED):
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 3))
     parts = Parts(model, nn.functional.cross_entropy, torch.optim.SGD(model.parameters(), lr=0.1))
     if with_grad:
-        parts.loss(model(floats(data.train.pixels)), data.train.labels).backward()
+        parts.loss(model(data.train.floats(data.train.pixels)), data.train.labels).backward()
     test = Evaluation(loss=1.2, accuracy=0.5, predictions=torch.tensor(predicted),
                       confidence=torch.tensor(CONFIDENCE))
     sink = RecordingSink()

@@ -122,6 +122,8 @@ def train_options(config: type[TrainConfig], activation: bool = False, **default
         click.option("--schedule", type=click.Choice(SCHEDULES), default=d["schedule"], show_default=True,
                      help="Learning rate over the run: constant; cosine to 0 step by step; "
                           "step: x0.1 at half the epochs and again at three quarters."),
+        click.option("--standardize/--no-standardize", default=d["standardize"], show_default=True,
+                     help="Feed the model (pixel - mean) / std over the training images, not pixels in [0, 1]."),
         click.option("--val-size", type=click.IntRange(min=0), default=d["val_size"], show_default=True,
                      help="Training images held out as a validation set (a fixed split; 0: none)."),
         click.option("--test/--no-test", default=d["test"], show_default=True,

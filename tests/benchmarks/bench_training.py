@@ -5,6 +5,7 @@ process, alternating, so the ratio is measured under the same conditions. Each s
 is timed over ``--repeats`` epochs and its median epoch counts.
 The DataLoader side is timed with 0 worker processes (the MLP seed's way) and with
 one worker per core (the d2l seed's way); the ratio is taken against the faster one.
+The MLPs standardize their inputs (``--standardize``): their DataLoader adds ``Normalize``.
 It also prints each MLP epoch against its arithmetic floor: the epoch's FLOPs divided
 by the matmul FLOP/s measured here; and a model file of one's own (``--trainers
 lenet.py``) against its floor from its convolutions' and linear layers' FLOPs, each
@@ -26,9 +27,9 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from trainers.catalog import DATASETS, TRAINERS, trainer_of
-from trainers.core.data import floats, load
+from trainers.core.data import load
 from trainers.core.loop import Parts, Progress, evaluate, fit
-from trainers.core.training import build
+from trainers.core.training import as_configured, build
 
 
 def dataloader_epoch(parts: Parts, train_set, test_set, batch_size: int, workers: int) -> tuple[float, float]:
@@ -111,8 +112,12 @@ def main(names: str, data_dir: str | None, repeats: int):
     """Print per-trainer epoch times, their ratio and both accuracies."""
     data = load("fashion-mnist", data_dir and os.path.abspath(data_dir), torch.device("cpu"))
     cls = getattr(datasets, DATASETS["fashion-mnist"].torchvision_name)
-    train_set = cls(data.source, train=True, transform=transforms.ToTensor())
-    test_set = cls(data.source, train=False, transform=transforms.ToTensor())
+    # Each trainer's samples as its runs see them: in [0, 1], or standardized (the MLPs').
+    in_unit = transforms.ToTensor()
+    mean, std = data.train.statistics()
+    standard = transforms.Compose([in_unit, transforms.Normalize((mean,), (std,))])
+    loaders = {standardize: [cls(data.source, train=train, transform=standard if standardize else in_unit)
+                             for train in (True, False)] for standardize in (False, True)}
     peak, conv_peak = matmul_flops(), conv_flops()
     cores = os.cpu_count() or 1
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, matmul {peak / 1e9:.1f} GFLOP/s, "
@@ -123,15 +128,17 @@ def main(names: str, data_dir: str | None, repeats: int):
     for name in names.split(","):
         trainer = trainer_of(name)
         config = trainer.config(trainer=trainer.name)
+        seen = as_configured(config, data)
+        train_set, test_set = loaders[config.standardize]
         name = trainer.name if name in TRAINERS else os.path.basename(name)
         ours, baseline = [], {0: [], cores: []}
         for _ in range(repeats):
             torch.manual_seed(0)
             parts = build(config, torch.device("cpu"))
             started = time.perf_counter()
-            fit(parts, data, epochs=1, batch_size=config.batch_size,
+            fit(parts, seen, epochs=1, batch_size=config.batch_size,
                 generator=torch.Generator().manual_seed(0), progress=Progress())
-            ours.append((time.perf_counter() - started, evaluate(parts, data.test).accuracy))
+            ours.append((time.perf_counter() - started, evaluate(parts, seen.test).accuracy))
             for workers in baseline:
                 torch.manual_seed(0)
                 parts = build(config, torch.device("cpu"))
@@ -146,7 +153,7 @@ def main(names: str, data_dir: str | None, repeats: int):
             print(f"{'':<16}arithmetic floor {floor:.3f}s: the in-memory epoch takes {best / floor:.1f}x the floor")
         elif name not in TRAINERS and isinstance(parts.model, torch.nn.Module):
             # backward costs about twice the forward: 3x the forward's FLOPs in all
-            per_image = layer_flops(parts.model, floats(data.train.pixels[:1]))
+            per_image = layer_flops(parts.model, seen.train.floats(seen.train.pixels[:1]))
             floor = 3 * len(data.train) * (per_image["conv"] / conv_peak + per_image["linear"] / peak)
             print(f"{'':<16}arithmetic floor {floor:.3f}s ({per_image['conv'] / 1e6:.2f} MFLOP of convolutions, "
                   f"{per_image['linear'] / 1e6:.2f} of linear layers a forward image): the in-memory epoch takes "

@@ -28,6 +28,9 @@ class TrainConfig:
     momentum: float = 0.0  # SGD momentum: v <- momentum * v + g, p <- p - lr * v
     weight_decay: float = 0.0  # L2 penalty: weight_decay * p is added to every gradient
     schedule: str = "constant"  # learning rate over the run: constant, cosine or step
+    # Pixels (x - mean) / std over the run's training images, not in [0, 1]; a run or study
+    # saved before the option existed reads as off.
+    standardize: bool = False
     val_size: int = 0  # training images held out as a validation set (a fixed split)
     test: bool = True  # evaluate the test set every epoch (sweeps choose on validation, so turn it off)
     seed: int = 0  # seeds weights, shuffling and the sample grid

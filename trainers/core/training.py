@@ -220,7 +220,10 @@ def prepare(config: TrainConfig, data: Data | None, labels: dict | None, hooks: 
 
 
 def held_out_data(config: TrainConfig, data: Data | None, device: torch.device, from_checkpoint: bool) -> Data:
-    """The run's data (``data``, or ``config.dataset`` loaded) with its validation split held out, or a UserError."""
+    """The run's data (``data``, or ``config.dataset`` loaded), its validation split held out, standardized if asked.
+
+    A problem is a UserError.
+    """
     if data is None:
         if from_checkpoint and config.data_dir is not None and not config.data_dir.exists():
             again = f"--resume {config.resume}" if config.resume is not None else \
@@ -235,9 +238,15 @@ def held_out_data(config: TrainConfig, data: Data | None, device: torch.device, 
         data = data.held_out(config.val_size, config.test)
     except ValueError as err:
         raise UserError(str(err)) from None
+    data = as_configured(config, data)
     if config.batch_size > len(data.train):
         raise UserError(f"--batch-size {config.batch_size} is larger than the {len(data.train)} training samples")
     return data
+
+
+def as_configured(config: TrainConfig, data: Data) -> Data:
+    """``data`` (its validation split held out) as ``config``'s model sees it: standardized when asked."""
+    return data.standardized() if config.standardize else data
 
 
 def resumed_folder(run: RunDir, config: TrainConfig, state: dict, progress: Progress) -> dict:
@@ -915,9 +924,11 @@ def evaluate_run(run: RunDir, data_dir: Path | None, device: str) -> Evaluation:
         raise UserError(f"{run.checkpoint_file} names no known trainer")
     config = trainer_of(trainer).config.from_dict(state["config"])
     try:
-        data = load(config.dataset, data_dir or config.data_dir, target)
-    except DataError as err:
+        # Held out as in training: a standardized run's statistics are those of its training images.
+        data = load(config.dataset, data_dir or config.data_dir, target).held_out(config.val_size)
+    except (DataError, ValueError) as err:
         raise UserError(str(err)) from None
+    data = as_configured(config, data)
     torch.manual_seed(config.seed)
     parts = build(config, target)
     check_fits(run.checkpoint_file, parts, state)

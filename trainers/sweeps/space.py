@@ -32,6 +32,9 @@ PLUMBING = frozenset({"trainer", "data_dir", "device", "out", "viz", "server", "
 # Settings of how a run starts or what it keeps, not what it learns: never searched either
 # (they stay part of a study's identity, as they always were).
 UNSEARCHABLE = PLUMBING | {"keep_checkpoints", "fork", "from_epoch"}
+# Settings added after studies were first saved, with the value every such study had: left
+# out of a study's identity at that value, so the command of an older study continues it.
+ADDED_LATER = {"standardize": False}
 # Settings every trial must share for their validation accuracies to be comparable.
 SHARED = frozenset({"dataset", "val_size", "test"})
 # How a sweep stops trials early (``trainers.sweeps.study.make_pruner``); the first is the default
@@ -152,8 +155,13 @@ def is_grid(params: list[Param]) -> bool:
 
 
 def space(trainer: str, params: list[Param], fixed: dict, total: int | None) -> dict:
-    """What makes two sweeps the same study: trainer, searched params, shared fixed settings, trial budget."""
-    settings = {k: v for k, v in fixed.items() if k not in PLUMBING and k not in {p.field for p in params}}
+    """What makes two sweeps the same study: trainer, searched params, shared fixed settings, trial budget.
+
+    A setting added later (ADDED_LATER) holding the value studies had before it is left out.
+    """
+    searched = {p.field for p in params}
+    settings = {k: v for k, v in fixed.items()
+                if k not in PLUMBING and k not in searched and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     return json.loads(json.dumps({"trainer": trainer, "params": {p.field: p.spec for p in params},
                                   "fixed": settings, "trials": total}))
 
