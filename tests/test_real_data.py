@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from tests.conftest import FASHION_DIR
 from trainers.catalog import TRAINERS
-from trainers.core.data import load
 from trainers.cli import cli
+from trainers.core.data import load
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ process, alternating, so the ratio is measured under the same conditions. Each s
 is timed over ``--repeats`` epochs and its median epoch counts.
 The DataLoader side is timed with 0 worker processes (the MLP seed's way) and with
 one worker per core (the d2l seed's way); the ratio is taken against the faster one.
-The MLPs standardize their inputs (``--standardize``): their DataLoader adds ``Normalize``.
+A trainer whose config standardizes its inputs (``--standardize``) gets ``Normalize`` on the DataLoader side.
 It also prints each MLP epoch against its arithmetic floor: the epoch's FLOPs divided
 by the matmul FLOP/s measured here; and a model file of one's own (``--trainers
 lenet.py``) against its floor from its convolutions' and linear layers' FLOPs, each
@@ -112,7 +112,7 @@ def main(names: str, data_dir: str | None, repeats: int):
     """Print per-trainer epoch times, their ratio and both accuracies."""
     data = load("fashion-mnist", data_dir and os.path.abspath(data_dir), torch.device("cpu"))
     cls = getattr(datasets, DATASETS["fashion-mnist"].torchvision_name)
-    # Each trainer's samples as its runs see them: in [0, 1], or standardized (the MLPs').
+    # Each trainer's samples as its runs see them: in [0, 1], or standardized.
     in_unit = transforms.ToTensor()
     mean, std = data.train.statistics()
     standard = transforms.Compose([in_unit, transforms.Normalize((mean,), (std,))])
